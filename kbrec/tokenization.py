@@ -1,0 +1,62 @@
+"""Text → token ids, shared by training, conversion checks and the server.
+
+The encoder's only input is `input_ids` (int32, 0 = padding); the attention
+mask is derived inside the model, so padding here must use id 0.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+PAD_ID = 0
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class TextTokenizer:
+    """A `tokenizer.json` with truncation to the model's max length, no padding."""
+
+    def __init__(self, path: Path, max_length: int) -> None:
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        self.path = path
+        self.max_length = max_length
+        self._tokenizer = Tokenizer.from_file(str(path))
+        self._tokenizer.no_padding()
+        self._tokenizer.enable_truncation(max_length=max_length)
+        pad = self._tokenizer.token_to_id("[PAD]")
+        if pad is not None and pad != PAD_ID:
+            raise ValueError(f"{path}: [PAD] has id {pad}; the encoder expects {PAD_ID}")
+
+    @property
+    def vocab_size(self) -> int:
+        return self._tokenizer.get_vocab_size()
+
+    def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Token ids per text, [CLS] … [SEP], truncated to max_length."""
+        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
+
+    def encode_padded(self, texts: Sequence[str], length: int | None = None) -> np.ndarray:
+        return pad_batch(self.encode(texts), length)
+
+
+def pad_batch(ids: Sequence[Sequence[int]], length: int | None = None) -> np.ndarray:
+    """Right-pad with PAD_ID to `length` (default: the longest row) as int32 [batch, length]."""
+    width = length if length is not None else max((len(row) for row in ids), default=0)
+    out = np.full((len(ids), max(width, 1)), PAD_ID, dtype=np.int32)
+    for i, row in enumerate(ids):
+        if len(row) > width:
+            raise ValueError(f"row {i} has {len(row)} tokens, more than length {width}")
+        out[i, : len(row)] = row
+    return out
