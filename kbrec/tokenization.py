@@ -43,12 +43,21 @@ class TextTokenizer:
     def vocab_size(self) -> int:
         return self._tokenizer.get_vocab_size()
 
-    def encode(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text, [CLS] … [SEP], truncated to max_length."""
-        return [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
+    def encode(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
+        """Token ids per text, [CLS] … [SEP], truncated to max_length (default: the model's)."""
+        rows = [enc.ids for enc in self._tokenizer.encode_batch(list(texts))]
+        if max_length is None or max_length >= self.max_length:
+            return rows
+        if max_length < 2:
+            raise ValueError(f"max_length must be >= 2, got {max_length}")
+        # Keep the closing [SEP], as the tokenizer's own truncation does.
+        return [
+            row if len(row) <= max_length else [*row[: max_length - 1], row[-1]] for row in rows
+        ]
 
     def encode_padded(self, texts: Sequence[str], length: int | None = None) -> np.ndarray:
-        return pad_batch(self.encode(texts), length)
+        """int32 [batch, length]: truncated to `length` and padded to it (default: longest)."""
+        return pad_batch(self.encode(texts, length), length)
 
 
 def pad_batch(ids: Sequence[Sequence[int]], length: int | None = None) -> np.ndarray:

@@ -1,0 +1,57 @@
+"""Session fixtures: a synthetic corpus, a tiny trained encoder, a converted repository.
+
+The tiny encoder is a real Keras model (random init, 2 layers, hidden 32) that
+is fine-tuned for a few steps, exported as a SavedModel and converted to ONNX
+by the same code paths as the real one; it takes seconds, not minutes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# tests/ is on sys.path: pytest puts the rootdir of conftest.py there.
+from corpus_factory import make_corpus
+
+TINY_TRAIN_ARGS = [
+    "--init", "random", "--hidden-size", "32", "--layers", "2", "--heads", "2",
+    "--intermediate-size", "64", "--max-length", "64", "--max-steps", "30",
+    "--batch-size", "8", "--learning-rate", "1e-3", "--warmup-steps", "3",
+    "--freeze-layers", "0", "--article-length", "64", "--query-length", "16",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("corpus")
+    make_corpus(out)
+    return out
+
+
+def train_tiny(corpus: Path, out: Path, seed: int = 0) -> Path:
+    from kbrec.cli import main
+
+    args = ["train", "--corpus", str(corpus), "--out", str(out), "--seed", str(seed)]
+    assert main([*args, "--skip-eval", *TINY_TRAIN_ARGS]) == 0
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export_dir(tiny_corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fine-tuned tiny encoder exported as a SavedModel (+ tokenizer.json, configs)."""
+    return train_tiny(tiny_corpus, tmp_path_factory.mktemp("export") / "encoder")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_repository(tiny_export_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model repository with the tiny encoder as version 1 (python backend config)."""
+    from kbrec.cli import main
+
+    repository = tmp_path_factory.mktemp("model_repository")
+    args = ["convert", "--saved-model", str(tiny_export_dir), "--repository", str(repository)]
+    assert main([*args, "--backend", "python"]) == 0
+    return repository
