@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "train",
     "evaluate",
     "convert",
+    "serve",
 )
 
 
@@ -40,6 +41,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        for noisy in ("bm25s", "tf2onnx", "absl"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return int(args.func(args) or 0)
     except CommandError as exc:

@@ -1,0 +1,91 @@
+"""`kbrec serve`: the recommendation service over HTTP (uvicorn + Starlette).
+
+Every setting is a flag and a `KBREC_*` environment variable (flags win); the
+flags are generated from `server.settings.Settings`, so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from kbrec.errors import CommandError
+from server.settings import SETTING_HELP, Settings, env_name, field_parser
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve article recommendations over HTTP",
+        description="Load the newest valid model version from the repository, open the "
+        "article store, build the ranking index and serve the HTTP API (see "
+        "/openapi.json). Every flag can also be set as the KBREC_<NAME> environment "
+        "variable; flags win.",
+    )
+    for settings_field in dataclasses.fields(Settings):
+        flag = "--" + settings_field.name.replace("_", "-")
+        help_text = (
+            f"{SETTING_HELP[settings_field.name]} "
+            f"(default: {settings_field.default}; env {env_name(settings_field.name)})"
+        )
+        if isinstance(settings_field.default, bool):
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag, type=field_parser(settings_field), default=None, help=help_text
+            )
+    parser.set_defaults(func=run)
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    import os
+
+    from server.settings import settings_from
+
+    flags = {field.name: getattr(args, field.name) for field in dataclasses.fields(Settings)}
+    try:
+        return settings_from(os.environ, flags)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    import socket
+
+    import uvicorn
+
+    from kbrec.repository import list_versions, model_dir
+    from server.app import create_app
+
+    settings = settings_from_args(args)
+    if not list_versions(settings.repository):
+        raise CommandError(
+            f"no model version in {model_dir(settings.repository)}: "
+            "publish one with `kbrec convert` (or `make model`)"
+        )
+    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
+    try:
+        # Bound here, not by uvicorn, so --port 0 can log the port it got.
+        listener = socket.create_server((settings.host, settings.port), family=family)
+    except OSError as exc:
+        raise CommandError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+    settings = dataclasses.replace(settings, port=listener.getsockname()[1])
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        log_config=None,  # keep kbrec's logging setup
+        access_log=settings.access_log,
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    try:
+        with listener:
+            server.run(sockets=[listener])
+    except SystemExit as exc:  # uvicorn exits this way when the lifespan startup fails
+        if server.started:
+            raise
+        failure = app.state.service.failure or "see the log above"
+        raise CommandError(f"startup failed: {failure}") from exc
+    return 0

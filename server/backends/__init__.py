@@ -1,0 +1,1 @@
+"""Embedding backends: one small interface (`base.EmbeddingBackend`), one implementation each."""

@@ -1,0 +1,147 @@
+"""The embedded backend: ONNX Runtime in this process, on a dedicated thread.
+
+One worker thread is enough: the batcher sends one batch at a time and ONNX Runtime
+parallelises inside each operator (intra-op threads), so concurrent runs would only
+fight over the same cores. The thread keeps the event loop free meanwhile.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import onnxruntime as ort
+
+from server.backends.base import BackendError, BackendLoadError, BackendUnavailable
+from server.model_versions import ModelVersion
+
+log = logging.getLogger(__name__)
+
+# A norm below this means the model produced a degenerate vector (e.g. all padding).
+MIN_NORM = 1e-12
+
+
+def load_session(model_path: str, intra_op_threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads  # 0: ONNX Runtime picks the core count
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length float32 rows; the exported model normalises already, this guards it."""
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    if not np.all(np.isfinite(norms)) or np.any(norms < MIN_NORM):
+        raise BackendError("model returned a non-finite or zero embedding")
+    return (vectors / norms).astype(np.float32, copy=False)
+
+
+class OnnxRuntimeBackend:
+    """`EmbeddingBackend` for one verified version's `model.onnx`."""
+
+    def __init__(
+        self, version: ModelVersion, session: ort.InferenceSession, executor: ThreadPoolExecutor
+    ) -> None:
+        self._version = version
+        self._session = session
+        self._executor = executor
+        self._input_name = version.metadata.input_name
+        self._output_name = version.metadata.output_name
+        self._closed = False
+
+    @classmethod
+    async def open(cls, version: ModelVersion, intra_op_threads: int = 0) -> OnnxRuntimeBackend:
+        """Load the session off the event loop and check it with a probe batch."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-v{version.number}")
+        model_path = str(version.path / "model.onnx")
+        loop = asyncio.get_running_loop()
+        try:
+            session = await loop.run_in_executor(
+                executor, load_session, model_path, intra_op_threads
+            )
+        except Exception as exc:  # ORT raises its own pybind exception types
+            executor.shutdown(wait=False)
+            raise BackendLoadError(f"version {version.number}: {model_path}: {exc}") from exc
+        backend = cls(version, session, executor)
+        try:
+            backend._check_signature()
+            await backend._check_probe()
+        except BackendError as exc:
+            await backend.close()
+            raise BackendLoadError(f"version {version.number}: {exc}") from exc
+        log.info(
+            "ONNX Runtime backend: version %d, dim %d, max length %d, providers %s",
+            version.number,
+            backend.dim,
+            backend.max_length,
+            session.get_providers(),
+        )
+        return backend
+
+    @property
+    def model_version(self) -> int:
+        return self._version.number
+
+    @property
+    def dim(self) -> int:
+        return self._version.metadata.dim
+
+    @property
+    def max_length(self) -> int:
+        return self._version.metadata.max_length
+
+    async def embed(self, token_ids: np.ndarray) -> np.ndarray:
+        if self._closed:
+            raise BackendUnavailable(f"version {self.model_version} backend is closed")
+        if token_ids.dtype != np.int32 or token_ids.ndim != 2:
+            raise BackendError(
+                f"expected int32 [batch, seq], got {token_ids.dtype} {token_ids.shape}"
+            )
+        if token_ids.shape[1] > self.max_length:
+            raise BackendError(f"sequence of {token_ids.shape[1]} > max length {self.max_length}")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run, token_ids)
+        except RuntimeError as exc:  # executor shut down under us
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def health(self) -> bool:
+        return not self._closed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Waits for a run still in flight without blocking the event loop.
+        await asyncio.to_thread(self._executor.shutdown, True)
+
+    def _run(self, token_ids: np.ndarray) -> np.ndarray:
+        try:
+            (vectors,) = self._session.run([self._output_name], {self._input_name: token_ids})
+        except Exception as exc:  # ORT's pybind errors share no useful base class
+            raise BackendError(f"ONNX Runtime run failed: {exc}") from exc
+        vectors = np.asarray(vectors)
+        if vectors.shape != (token_ids.shape[0], self.dim):
+            raise BackendError(
+                f"model returned shape {vectors.shape}, expected ({token_ids.shape[0]}, {self.dim})"
+            )
+        return normalize_rows(vectors.astype(np.float32, copy=False))
+
+    def _check_signature(self) -> None:
+        inputs = {node.name for node in self._session.get_inputs()}
+        outputs = {node.name for node in self._session.get_outputs()}
+        if self._input_name not in inputs:
+            raise BackendError(f"model has no input {self._input_name!r} (has {sorted(inputs)})")
+        if self._output_name not in outputs:
+            raise BackendError(f"model has no output {self._output_name!r} (has {sorted(outputs)})")
+
+    async def _check_probe(self) -> None:
+        """A two-row batch of different lengths must give two unit vectors of `dim`."""
+        probe = np.array([[2, 5, 3], [2, 3, 0]], dtype=np.int32)
+        vectors = await self.embed(probe)
+        if not np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3):
+            raise BackendError("probe embeddings are not unit vectors")

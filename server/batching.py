@@ -1,0 +1,370 @@
+"""Micro-batching: many concurrent embed requests become one backend call.
+
+Two lanes share one backend and one worker task:
+
+- QUERY (live recommendations): a batch flushes when `max_batch_size` queries
+  wait or the oldest has waited `max_wait_s`, whichever comes first. The wait is
+  counted from the oldest query's arrival, so under load (queries piled up while
+  the previous batch ran) the next batch leaves at once.
+- INGEST (article writes, index rebuilds): never waits for company, and its
+  batches are smaller (`ingest_max_batch_size`), because long articles are slow
+  and a query that arrives meanwhile waits for the whole batch.
+
+Priority: while queries wait, they go first, but never more than `ingest_every`
+query batches in a row when articles wait too, so neither lane starves the other
+and a query waits behind at most one (small) article batch.
+
+Admission is tried without waiting: a full queue raises `Overloaded` at once
+(an immediate 503, not unbounded latency). Bulk ingestion (imports, rebuilds)
+instead waits for room (`wait_for_room=True`), as it is already-accepted work,
+and keeps at most half of the article queue, so single article writes are still
+admitted while an import runs.
+
+Rows are right-padded to the longest in the batch. The backend must return one
+vector per row, or the whole batch fails; any failure reaches every caller of
+the batch. Callers that have gone (cancelled futures) are skipped. If the
+worker task itself dies, every queued and in-flight caller gets
+`BackendUnavailable` and later submissions fail at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+from kbrec.tokenization import pad_batch
+from server.backends.base import BackendError, BackendUnavailable, EmbeddingBackend
+from server.errors import Overloaded
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")  # what a query carries besides its tokens (e.g. account, top_k)
+R = TypeVar("R")  # what a query's caller gets back
+
+# Turns a batch's query vectors (one row per payload) into one result per payload,
+# all at once, so that work on the batch (ranking) can be shared too.
+BatchFinisher = Callable[[np.ndarray, Sequence[P]], Sequence[R]]
+# Told about every executed batch: lane, rows, seconds in the backend.
+BatchObserver = Callable[["Lane", int, float], None]
+
+
+class Lane(enum.StrEnum):
+    QUERY = "query"
+    INGEST = "ingest"
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    max_batch_size: int = 32
+    max_wait_s: float = 0.002
+    max_queue: int = 256
+    ingest_max_batch_size: int = 8
+    ingest_max_queue: int = 64
+    ingest_every: int = 4
+
+    def __post_init__(self) -> None:
+        for name in (
+            "max_batch_size",
+            "max_queue",
+            "ingest_max_batch_size",
+            "ingest_max_queue",
+            "ingest_every",
+        ):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0 <= self.max_wait_s < float("inf"):
+            raise ValueError(f"max_wait_s must be finite and >= 0, got {self.max_wait_s!r}")
+        if self.max_queue < self.max_batch_size:
+            raise ValueError("max_queue must be >= max_batch_size, or batches never fill")
+        if self.ingest_max_queue < self.ingest_max_batch_size:
+            raise ValueError("ingest_max_queue must be >= ingest_max_batch_size")
+
+
+@dataclass(eq=False)
+class _Pending:
+    token_ids: Sequence[int]
+    payload: Any
+    future: asyncio.Future[Any]
+    enqueued_at: float
+
+
+class _LaneQueue:
+    """A bounded FIFO of pending rows; rows whose caller has gone are dropped lazily."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._items: deque[_Pending] = deque()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def room(self) -> int:
+        return self.capacity - len(self._items)
+
+    def append(self, item: _Pending) -> None:
+        self._items.append(item)
+
+    def drop_gone(self) -> None:
+        if any(item.future.done() for item in self._items):
+            self._items = deque(item for item in self._items if not item.future.done())
+
+    def oldest_enqueued_at(self) -> float | None:
+        return self._items[0].enqueued_at if self._items else None
+
+    def take(self, limit: int) -> list[_Pending]:
+        batch: list[_Pending] = []
+        while self._items and len(batch) < limit:
+            item = self._items.popleft()
+            if not item.future.done():
+                batch.append(item)
+        return batch
+
+    def drain(self) -> list[_Pending]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+
+def fail_callers(batch: Sequence[_Pending], error: BaseException) -> None:
+    for item in batch:
+        if not item.future.done():
+            item.future.set_exception(error)
+
+
+def chunked(rows: Sequence[Sequence[int]], size: int) -> Iterator[Sequence[Sequence[int]]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+class MicroBatcher(Generic[P, R]):
+    """Batches query and article rows for one backend (one model version)."""
+
+    def __init__(
+        self,
+        backend: EmbeddingBackend,
+        config: BatchingConfig,
+        finish_queries: BatchFinisher[P, R],
+        on_batch: BatchObserver | None = None,
+    ) -> None:
+        if not isinstance(config, BatchingConfig):
+            raise TypeError(f"config must be a BatchingConfig, got {type(config).__name__}")
+        self._backend = backend
+        self._config = config
+        self._finish_queries = finish_queries
+        self._on_batch = on_batch
+        self._lanes = {
+            Lane.QUERY: _LaneQueue(config.max_queue),
+            Lane.INGEST: _LaneQueue(config.ingest_max_queue),
+        }
+        self._batch_limit = {
+            Lane.QUERY: config.max_batch_size,
+            Lane.INGEST: config.ingest_max_batch_size,
+        }
+        self._max_wait = {Lane.QUERY: config.max_wait_s, Lane.INGEST: 0.0}
+        self._wakeup = asyncio.Event()  # something was queued
+        self._room_freed = asyncio.Event()  # something left a queue (or the worker ended)
+        self._worker: asyncio.Task[None] | None = None
+        self._in_flight: list[_Pending] = []
+        self._failure: BackendUnavailable | None = None
+        self._query_batches_in_a_row = 0
+
+    @property
+    def config(self) -> BatchingConfig:
+        return self._config
+
+    @property
+    def healthy(self) -> bool:
+        return self._worker is not None and self._failure is None
+
+    def depth(self, lane: Lane) -> int:
+        """Rows waiting in `lane` (not counting the batch in flight)."""
+        return len(self._lanes[lane])
+
+    def start(self) -> None:
+        if self._worker is not None:
+            raise RuntimeError("batcher already started")
+        self._worker = asyncio.get_running_loop().create_task(
+            self._work(), name=f"batcher-v{self._backend.model_version}"
+        )
+        self._worker.add_done_callback(self._on_worker_done)
+
+    async def close(self) -> None:
+        """Stop the worker; callers still waiting get `BackendUnavailable`."""
+        if self._worker is not None and not self._worker.done():
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        self._fail_everything(self._failure or BackendUnavailable("batcher closed"))
+
+    async def query(self, token_ids: Sequence[int], payload: P) -> R:
+        """Embed one query in the next query batch; returns the finisher's result for it."""
+        self._raise_if_failed()
+        lane = self._lanes[Lane.QUERY]
+        lane.drop_gone()
+        if lane.room() < 1:
+            raise Overloaded(f"query queue is full ({lane.capacity} waiting)")
+        return await self._enqueue(Lane.QUERY, token_ids, payload)
+
+    async def embed_documents(
+        self, documents: Sequence[Sequence[int]], *, wait_for_room: bool = False
+    ) -> np.ndarray:
+        """Embed articles in the INGEST lane: float32 [len(documents), dim], in order.
+
+        Without `wait_for_room`, all rows are admitted at once or `Overloaded` is raised.
+        """
+        self._raise_if_failed()
+        lane = self._lanes[Lane.INGEST]
+        if not documents:
+            return np.zeros((0, self._backend.dim), dtype=np.float32)
+        lane.drop_gone()
+        if not wait_for_room and lane.room() < len(documents):
+            raise Overloaded(f"article queue is full ({lane.capacity} waiting)")
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for chunk in chunked(documents, self._batch_limit[Lane.INGEST]):
+                if wait_for_room:
+                    await self._wait_for_bulk_room(lane, len(chunk))
+                futures.extend(self._enqueue(Lane.INGEST, row, None) for row in chunk)
+            rows = await asyncio.gather(*futures)
+        except BaseException:
+            for future in futures:
+                future.cancel()  # the worker skips rows nobody waits for
+            raise
+        return np.stack(rows).astype(np.float32, copy=False)
+
+    def _raise_if_failed(self) -> None:
+        if self._failure is not None:
+            # A fresh exception each time: re-raising one instance grows its traceback.
+            raise BackendUnavailable(str(self._failure))
+
+    async def _wait_for_bulk_room(self, lane: _LaneQueue, rows: int) -> None:
+        bulk_share = max(lane.capacity // 2, rows)
+        while True:
+            self._raise_if_failed()
+            lane.drop_gone()
+            if len(lane) + rows <= bulk_share:
+                return
+            self._room_freed.clear()
+            await self._room_freed.wait()
+
+    def _enqueue(self, lane: Lane, token_ids: Sequence[int], payload: Any) -> asyncio.Future[Any]:
+        if len(token_ids) == 0:
+            raise ValueError("a row needs at least one token")
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._lanes[lane].append(_Pending(token_ids, payload, future, loop.time()))
+        self._wakeup.set()
+        return future
+
+    async def _work(self) -> None:
+        while True:
+            lane = await self._next_lane()
+            batch = await self._collect(lane)
+            if batch:
+                await self._execute(lane, batch)
+
+    async def _next_lane(self) -> Lane:
+        queries, articles = self._lanes[Lane.QUERY], self._lanes[Lane.INGEST]
+        while True:
+            queries.drop_gone()
+            articles.drop_gone()
+            if queries and (
+                not articles or self._query_batches_in_a_row < self._config.ingest_every
+            ):
+                return Lane.QUERY
+            if articles:
+                return Lane.INGEST
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def _collect(self, lane: Lane) -> list[_Pending]:
+        """Wait until `lane` has a full batch or its oldest row's wait is over; take it."""
+        queue, limit = self._lanes[lane], self._batch_limit[lane]
+        loop = asyncio.get_running_loop()
+        while True:
+            queue.drop_gone()
+            oldest = queue.oldest_enqueued_at()
+            if oldest is None:
+                return []  # everyone waiting left
+            remaining = oldest + self._max_wait[lane] - loop.time()
+            if len(queue) >= limit or remaining <= 0:
+                break
+            self._wakeup.clear()
+            try:
+                async with asyncio.timeout(remaining):
+                    await self._wakeup.wait()
+            except TimeoutError:
+                pass
+        batch = queue.take(limit)
+        self._room_freed.set()
+        return batch
+
+    async def _execute(self, lane: Lane, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._in_flight = batch
+        try:
+            results = await self._results_for(lane, batch)
+        except Exception as exc:
+            fail_callers(batch, exc)
+        except BaseException as exc:
+            # Cancellation or a fatal error ends the worker: nobody may hang on it.
+            fail_callers(batch, BackendUnavailable(f"batch worker stopped: {exc!r}"))
+            raise
+        else:
+            for item, result in zip(batch, results, strict=True):
+                if not item.future.done():
+                    item.future.set_result(result)
+        self._in_flight = []
+        if lane is Lane.QUERY:
+            self._query_batches_in_a_row += 1
+        else:
+            self._query_batches_in_a_row = 0
+        if self._on_batch is not None:
+            self._on_batch(lane, len(batch), loop.time() - started)
+
+    async def _results_for(self, lane: Lane, batch: list[_Pending]) -> list[Any]:
+        vectors = await self._backend.embed(pad_batch([item.token_ids for item in batch]))
+        if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
+            raise BackendError(f"backend returned {type(vectors).__name__}, not a 2-d array")
+        if vectors.shape[0] != len(batch):
+            raise BackendError(
+                f"backend returned {vectors.shape[0]} vectors for a batch of {len(batch)}"
+            )
+        if lane is Lane.INGEST:
+            return list(vectors)
+        # Callers that left while the backend ran are not ranked for.
+        live = [i for i, item in enumerate(batch) if not item.future.done()]
+        finished = self._finish_queries(vectors[live], [batch[i].payload for i in live])
+        if len(finished) != len(live):
+            raise BackendError(f"finisher returned {len(finished)} results for {len(live)}")
+        results: list[Any] = [None] * len(batch)
+        for i, result in zip(live, finished, strict=True):
+            results[i] = result
+        return results
+
+    def _on_worker_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            failure = BackendUnavailable("batcher closed")
+        else:
+            error = task.exception()
+            log.error("batch worker died", exc_info=error)
+            failure = BackendUnavailable(f"batch worker died: {error!r}")
+        self._fail_everything(failure)
+
+    def _fail_everything(self, failure: BackendUnavailable) -> None:
+        self._failure = failure
+        fail_callers(self._in_flight, failure)
+        self._in_flight = []
+        for lane in self._lanes.values():
+            fail_callers(lane.drain(), failure)
+        self._room_freed.set()  # bulk callers waiting for room must see the failure

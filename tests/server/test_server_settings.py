@@ -1,0 +1,65 @@
+"""Settings: defaults, KBREC_* variables, flags over variables, validation."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from server.settings import SETTING_HELP, Settings, settings_from
+
+
+def test_defaults_match_the_documented_command_line() -> None:
+    settings = settings_from({})
+    assert settings == Settings()
+    assert settings.repository == Path("model_repository")
+    assert settings.db == Path("data/kbrec.sqlite")
+    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert settings.base_url == "http://127.0.0.1:8000"
+
+
+def test_every_field_has_help() -> None:
+    assert set(SETTING_HELP) == {f.name for f in dataclasses.fields(Settings)}
+
+
+def test_environment_then_flags() -> None:
+    environ = {
+        "KBREC_PORT": "9001",
+        "KBREC_DB": "/tmp/x.sqlite",
+        "KBREC_MAX_WAIT_MS": "0.5",
+        "KBREC_ACCESS_LOG": "yes",
+        "UNRELATED": "1",
+    }
+    settings = settings_from(environ, {"port": 9002, "host": None})
+    assert settings.port == 9002  # the flag wins
+    assert settings.host == "127.0.0.1"  # an unset flag leaves the default
+    assert settings.db == Path("/tmp/x.sqlite")
+    assert settings.max_wait_ms == 0.5
+    assert settings.access_log is True
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"KBREC_PORT": "eighty"}, "KBREC_PORT"),
+        ({"KBREC_ACCESS_LOG": "maybe"}, "KBREC_ACCESS_LOG"),
+        ({"KBREC_MAX_BATCH_SIZE": "0"}, "max_batch_size"),
+        ({"KBREC_PORT": "70000"}, "port"),
+        ({"KBREC_MAX_WAIT_MS": "-1"}, "max_wait_ms"),
+        ({"KBREC_MAX_QUEUE": "8", "KBREC_MAX_BATCH_SIZE": "16"}, "max_queue"),
+        ({"KBREC_INGEST_MAX_QUEUE": "1"}, "ingest_max_queue"),
+    ],
+)
+def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        settings_from(environ)
+
+
+def test_settings_are_frozen() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().port = 1  # type: ignore[misc]
+
+
+def test_ipv6_base_url() -> None:
+    assert Settings(host="::1", port=80).base_url == "http://[::1]:80"
