@@ -10,6 +10,7 @@ CORPUS := data/corpus
 REPOSITORY := model_repository
 PRETRAINED := artifacts/pretrained
 FINETUNED := artifacts/encoder
+DB := data/kbrec.sqlite
 
 .PHONY: install run test lint train corpus model
 
@@ -48,5 +49,7 @@ train: corpus
 	$(KBREC) train --corpus $(CORPUS) --out $(FINETUNED)
 	$(KBREC) convert --saved-model $(FINETUNED) --repository $(REPOSITORY)
 
+# The store keeps unchanged articles (and their vectors): a second run is ready in seconds.
 run: model
-	$(KBREC) serve --repository $(REPOSITORY)
+	$(KBREC) store import --corpus $(CORPUS) --db $(DB)
+	$(KBREC) serve --repository $(REPOSITORY) --db $(DB)

@@ -1,0 +1,1 @@
+"""TF SavedModel → parity-checked ONNX → versioned Triton model repository (`kbrec convert`)."""

@@ -125,6 +125,8 @@ def write_text_atomic(path: Path, text: str) -> None:
     fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            # mkstemp creates 0600; servers (Triton) often run as another user.
+            os.fchmod(handle.fileno(), 0o644)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

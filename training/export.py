@@ -53,7 +53,8 @@ def export_encoder(
     )
     archive.write_out(str(tmp), verbose=False)
     shutil.copyfile(tokenizer_file, tmp / TOKENIZER_FILE)
-    write_json(tmp / CONFIG_FILE, model.config.to_dict())
+    # "dim" is derived from the config, written so that readers need not know that.
+    write_json(tmp / CONFIG_FILE, {**model.config.to_dict(), "dim": model.config.dim})
     write_json(tmp / METRICS_FILE, metrics or {})
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -62,7 +63,9 @@ def export_encoder(
 
 
 def read_config(export_dir: Path) -> EncoderConfig:
-    return EncoderConfig(**json.loads((export_dir / CONFIG_FILE).read_text(encoding="utf-8")))
+    data = json.loads((export_dir / CONFIG_FILE).read_text(encoding="utf-8"))
+    data.pop("dim", None)
+    return EncoderConfig(**data)
 
 
 def write_json(path: Path, data: object) -> None:

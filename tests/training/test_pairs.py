@@ -15,9 +15,11 @@ def test_pairs_use_only_train_queries_and_every_titled_article(tiny_corpus: Path
     articles = read_articles(tiny_corpus / "articles.jsonl")
     queries = read_queries(tiny_corpus / "queries.jsonl")
     pairs = build_pairs(articles, queries)
-    anchors = {p.anchor for p in pairs}
-    assert not anchors & {q.text for q in queries if q.split != "train"}
-    assert {q.text for q in queries if q.split == "train"} <= anchors
+    anchors = {(p.account_id, p.anchor, p.article_id) for p in pairs}
+    assert not anchors & {
+        (q.account_id, q.text, q.article_id) for q in queries if q.split != "train"
+    }
+    assert {(q.account_id, q.text, q.article_id) for q in queries if q.split == "train"} <= anchors
     assert len(pairs) == sum(q.split == "train" for q in queries) + len(articles)
 
 
