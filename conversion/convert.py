@@ -29,6 +29,7 @@ from conversion.parity import (
 from conversion.signature import load_serving_function
 from conversion.source import ExportDir, read_export_dir, saved_model_digest
 from conversion.triton_config import render_config
+from kbrec.atomic import write_text_atomic
 from kbrec.repository import (
     CONFIG_FILE,
     METADATA_FILE,
@@ -40,7 +41,6 @@ from kbrec.repository import (
     model_dir,
     publish_version,
     version_dir,
-    write_text_atomic,
 )
 from kbrec.tokenization import sha256_file
 

@@ -119,23 +119,6 @@ def verify_version(path: Path) -> VersionMetadata:
     return meta
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file in the same directory and os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # mkstemp creates 0600; servers (Triton) often run as another user.
-            os.fchmod(handle.fileno(), 0o644)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def publish_version(
     repository: Path,
     build: Callable[[Path], None],

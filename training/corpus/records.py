@@ -7,11 +7,11 @@ import hashlib
 import json
 import os
 import re
-import stat
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Final, TypeVar
+
+from kbrec.atomic import write_text_atomic
 
 # Account and article ids appear in HTTP paths
 # (/v1/accounts/{account_id}/articles/{article_id}), so they must be URL-safe as is.
@@ -93,33 +93,11 @@ def write_jsonl(path: str | os.PathLike[str], records: Iterable[Article | Query]
 
     Returns the number of records written.
     """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary file must be on the same filesystem for os.replace to be atomic.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    count = 0
-    try:
-        # mkstemp creates 0600 files; keep the replaced file's mode, else the usual 0644.
-        os.fchmod(fd, _mode_of(target, default=0o644))
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(dataclasses.asdict(record), ensure_ascii=False))
-                handle.write("\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, target)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return count
-
-
-def _mode_of(path: Path, default: int) -> int:
-    try:
-        return stat.S_IMODE(path.stat().st_mode)
-    except FileNotFoundError:
-        return default
+    lines = [
+        json.dumps(dataclasses.asdict(record), ensure_ascii=False) + "\n" for record in records
+    ]
+    write_text_atomic(Path(path), "".join(lines))
+    return len(lines)
 
 
 def read_articles(path: str | os.PathLike[str]) -> list[Article]:
