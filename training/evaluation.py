@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import logging
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
@@ -129,6 +130,8 @@ class BM25Ranker:
         import bm25s
         import Stemmer
 
+        # bm25s sets its logger to DEBUG on import and logs every index build.
+        logging.getLogger("bm25s").setLevel(logging.WARNING)
         self._bm25s = bm25s
         self._stemmer = Stemmer.Stemmer("english") if stem else None
         self._indexes: dict[str, tuple[list[str], bm25s.BM25]] = {}

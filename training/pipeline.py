@@ -22,8 +22,16 @@ from training.corpus.records import (
 )
 from training.embedding import make_embedder
 from training.encoder import EncoderConfig, TextEncoder, build_encoder
-from training.evaluation import BM25Ranker, EmbeddingRanker, Metrics, evaluate, format_table
+from training.evaluation import (
+    BM25Ranker,
+    EmbeddingRanker,
+    Metrics,
+    Ranker,
+    evaluate,
+    format_table,
+)
 from training.export import export_encoder, read_config
+from training.faq import faq_queries
 from training.pairs import article_text
 from training.pretrained import load_minilm, tokenizer_path
 from training.train import TrainConfig, train
@@ -53,46 +61,71 @@ def load_corpus(corpus: Path) -> tuple[list[Article], list[Query]]:
     return articles, queries
 
 
-def embedding_metrics(
+# The two evaluations of every model: index entries held out from training (in
+# domain) and hand-written questions (out of domain: training never sees that style).
+IN_DOMAIN = "index entries"
+OUT_OF_DOMAIN = "FAQ questions"
+Results = dict[str, dict[str, Metrics]]
+
+
+def embedding_ranker(
     model_fn: Callable[[tf.Tensor], tf.Tensor],
     tokenizer: TextTokenizer,
     articles: Sequence[Article],
-    queries: Sequence[Query],
     article_length: int,
-    split: str,
-) -> Metrics:
-    # Index-entry queries are far shorter than article_length, so one truncation serves both.
+) -> EmbeddingRanker:
+    # Queries are far shorter than article_length, so one truncation serves both.
     embed = make_embedder(model_fn, tokenizer, max_length=article_length)
-    ranker = EmbeddingRanker(articles, embed, article_text=article_text)
-    return evaluate(ranker, queries, split=split)
+    # One call for all articles lets the embedder sort them by length globally.
+    return EmbeddingRanker(articles, embed, article_text=article_text, batch_size=1 << 16)
+
+
+def score(
+    results: Results,
+    name: str,
+    ranker: Ranker,
+    queries: Sequence[Query],
+    faq: Sequence[Query],
+    split: str,
+) -> None:
+    """Add `name`'s metrics on both query sets (evaluate now: the model may change later)."""
+    results.setdefault(IN_DOMAIN, {})[name] = evaluate(ranker, queries, split)
+    if faq:  # a user's own corpus has none of the LibreOffice articles they name
+        results.setdefault(OUT_OF_DOMAIN, {})[name] = evaluate(ranker, faq, "test")
+
+
+def print_results(results: Results, split: str) -> None:
+    titles = {
+        IN_DOMAIN: f"Held-out index entries ({split} split), ranked within their own account:",
+        OUT_OF_DOMAIN: "Hand-written FAQ questions (out of domain), same ranking:",
+    }
+    for key, rows in results.items():
+        print(f"\n{titles[key]}\n\n{format_table(rows)}")
 
 
 def run_training(options: TrainOptions) -> dict[str, object]:
     """Returns metrics.json's content; the export lands in `options.out`."""
     articles, queries = load_corpus(options.corpus)
+    faq = faq_queries({(a.account_id, a.article_id) for a in articles})
     tokenizer_file = tokenizer_path()
     model = _initial_model(options)
     tokenizer = TextTokenizer(tokenizer_file, model.config.max_length)
     config = options.train
-    results: dict[str, Metrics] = {}
-    has_queries = any(q.split == options.split for q in queries)
-    if options.evaluate and has_queries:
+    results: Results = {}
+    evaluating = options.evaluate and any(q.split == options.split for q in queries)
+    if evaluating:
         started = time.perf_counter()
-        results["BM25 (stemmed)"] = evaluate(
-            BM25Ranker(articles, stem=True), queries, options.split
-        )
-        results["BM25 (no stemming)"] = evaluate(
-            BM25Ranker(articles, stem=False), queries, options.split
-        )
+        for name, ranker in bm25_rankers(articles).items():
+            score(results, name, ranker, queries, faq, options.split)
         label = "MiniLM as shipped" if options.init == "minilm" else "random init"
-        results[label] = embedding_metrics(
-            model, tokenizer, articles, queries, config.article_length, options.split
-        )
+        ranker = embedding_ranker(model, tokenizer, articles, config.article_length)
+        score(results, label, ranker, queries, faq, options.split)
         log.info("baselines evaluated in %.0f s", time.perf_counter() - started)
     summary = train(model, tokenizer, articles, queries, config)
-    if options.evaluate and has_queries and config.max_steps > 0:
-        results[f"fine-tuned ({config.max_steps} steps)"] = embedding_metrics(
-            model, tokenizer, articles, queries, config.article_length, options.split
+    if evaluating and config.max_steps > 0:
+        ranker = embedding_ranker(model, tokenizer, articles, config.article_length)
+        score(
+            results, f"fine-tuned ({config.max_steps} steps)", ranker, queries, faq, options.split
         )
     metrics: dict[str, object] = {
         "init": options.init,
@@ -100,14 +133,21 @@ def run_training(options: TrainOptions) -> dict[str, object]:
         "split": options.split,
         "train": summary,
         "train_config": config.to_dict(),
-        "evaluation": {name: asdict(m) for name, m in results.items()},
+        "evaluation": {
+            key: {name: asdict(m) for name, m in rows.items()} for key, rows in results.items()
+        },
     }
     export_encoder(model, options.out, tokenizer_file, metrics)
-    if results:
-        print(f"\nRanking within each query's own account, {options.split} split:\n")
-        print(format_table(results))
+    print_results(results, options.split)
     print(f"\nexported {options.out} (SavedModel, tokenizer.json, metrics.json)")
     return metrics
+
+
+def bm25_rankers(articles: Sequence[Article]) -> dict[str, Ranker]:
+    return {
+        "BM25 (stemmed)": BM25Ranker(articles, stem=True),
+        "BM25 (no stemming)": BM25Ranker(articles, stem=False),
+    }
 
 
 def _initial_model(options: TrainOptions) -> TextEncoder:
@@ -120,26 +160,26 @@ def _initial_model(options: TrainOptions) -> TextEncoder:
 
 def run_evaluation(
     corpus: Path, saved_models: Sequence[Path], split: str, article_length: int
-) -> dict[str, Metrics]:
-    """BM25 and each exported SavedModel on the same split."""
+) -> Results:
+    """BM25 and each exported SavedModel on the same queries."""
     articles, queries = load_corpus(corpus)
     if not any(q.split == split for q in queries):
         raise CommandError(f"{corpus / QUERIES_FILE} has no {split!r} queries")
-    results = {
-        "BM25 (stemmed)": evaluate(BM25Ranker(articles, stem=True), queries, split),
-        "BM25 (no stemming)": evaluate(BM25Ranker(articles, stem=False), queries, split),
-    }
+    faq = faq_queries({(a.account_id, a.article_id) for a in articles})
+    results: Results = {}
+    for name, ranker in bm25_rankers(articles).items():
+        score(results, name, ranker, queries, faq, split)
     for path in saved_models:
         if not (path / "saved_model.pb").is_file():
             raise CommandError(f"{path} is not a SavedModel export (no saved_model.pb)")
-        signature = tf.saved_model.load(str(path)).signatures["serving_default"]
+        # The loaded object owns the variables: keep it referenced, not just its signature.
+        loaded = tf.saved_model.load(str(path))
         tokenizer = TextTokenizer(path / "tokenizer.json", read_config(path).max_length)
 
-        def model_fn(ids: tf.Tensor, fn: Callable = signature) -> tf.Tensor:
-            return fn(input_ids=ids)["embedding"]
+        def model_fn(ids: tf.Tensor, model: object = loaded) -> tf.Tensor:
+            return model.signatures["serving_default"](input_ids=ids)["embedding"]
 
-        results[str(path)] = embedding_metrics(
-            model_fn, tokenizer, articles, queries, article_length, split
-        )
-    print(format_table(results))
+        ranker = embedding_ranker(model_fn, tokenizer, articles, article_length)
+        score(results, str(path), ranker, queries, faq, split)
+    print_results(results, split)
     return results
