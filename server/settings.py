@@ -33,6 +33,8 @@ SETTING_HELP: Final[dict[str, str]] = {
     "max_import_bytes": "largest Zendesk import body (413 above)",
     "retry_after_s": "Retry-After seconds sent with 429/503",
     "access_log": "log every request (uvicorn access log)",
+    "triton_url": "embed through Triton at grpc://HOST:PORT (empty: embedded ONNX Runtime)",
+    "triton_timeout_s": "deadline of every Triton call, seconds (503 when exceeded)",
 }
 
 
@@ -56,6 +58,8 @@ class Settings:
     max_import_bytes: int = 64 << 20
     retry_after_s: int = 1
     access_log: bool = False
+    triton_url: str = ""
+    triton_timeout_s: float = 5.0
 
     def __post_init__(self) -> None:
         positive = (
@@ -82,6 +86,10 @@ class Settings:
             raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.triton_url and not self.triton_url.startswith("grpc://"):
+            raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
+        if self.triton_timeout_s <= 0:
+            raise ValueError(f"triton_timeout_s must be > 0, got {self.triton_timeout_s}")
 
     @property
     def base_url(self) -> str:

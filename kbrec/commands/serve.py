@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         listener = socket.create_server((settings.host, settings.port), family=family)
     except OSError as exc:
         raise CommandError(f"cannot listen on {settings.host}:{settings.port}: {exc}") from exc
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and
+    # create_server's is 0: without this, a keep-alive client waits ~40 ms per response
+    # (Nagle + delayed ACK). Accepted connections inherit it from the listener.
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     settings = dataclasses.replace(settings, port=listener.getsockname()[1])
     app = create_app(settings)
     config = uvicorn.Config(

@@ -31,6 +31,9 @@ async def readyz(request: Request) -> JSONResponse:
     service = service_of(request)
     if not service.ready:
         raise NotReady(f"not ready: {service.state}")
+    # A remote backend (Triton) can go away and come back: ready follows it, no restart.
+    if not await service.healthy():
+        raise NotReady("not ready: the backend does not answer")
     return JSONResponse({"status": "ready", "model_version": service.active_version})
 
 

@@ -49,6 +49,8 @@ def test_environment_then_flags() -> None:
         ({"KBREC_MAX_WAIT_MS": "-1"}, "max_wait_ms"),
         ({"KBREC_MAX_QUEUE": "8", "KBREC_MAX_BATCH_SIZE": "16"}, "max_queue"),
         ({"KBREC_INGEST_MAX_QUEUE": "1"}, "ingest_max_queue"),
+        ({"KBREC_TRITON_URL": "http://127.0.0.1:8000"}, "triton_url"),
+        ({"KBREC_TRITON_TIMEOUT_S": "0"}, "triton_timeout_s"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:

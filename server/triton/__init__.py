@@ -1,0 +1,1 @@
+"""The local Triton Inference Server (nvidia-pytriton's tritonserver): its virtualenv, launcher."""
