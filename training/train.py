@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 class TrainConfig:
     max_steps: int = 150
     batch_size: int = 32
-    learning_rate: float = 2e-5
+    learning_rate: float = 6e-5
     warmup_steps: int = 15
     weight_decay: float = 0.01
     query_length: int = 32

@@ -20,7 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--max-steps", type=int, default=150)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--learning-rate", type=float, default=2e-5)
+    parser.add_argument("--learning-rate", type=float, default=6e-5)
     parser.add_argument("--warmup-steps", type=int, default=15)
     parser.add_argument("--freeze-layers", type=int, default=2, help="frozen lower layers")
     parser.add_argument("--query-length", type=int, default=32)
