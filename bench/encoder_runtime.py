@@ -43,8 +43,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     args = parser.parse_args()
 
-    signature = tf.saved_model.load(str(args.saved_model)).signatures["serving_default"]
-    tf_fn = tf.function(lambda ids: signature(input_ids=ids)["embedding"])
+    loaded = tf.saved_model.load(str(args.saved_model))  # owns the variables: keep it
+    tf_fn = tf.function(
+        lambda ids: loaded.signatures["serving_default"](input_ids=ids)["embedding"]
+    )
     session = ort.InferenceSession(str(args.onnx), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(0)
 
