@@ -20,7 +20,8 @@ instead waits for room (`wait_for_room=True`), as it is already-accepted work,
 and keeps at most half of the article queue, so single article writes are still
 admitted while an import runs.
 
-Rows are right-padded to the longest in the batch. The backend must return one
+Rows are grouped by length (`length_buckets`) and each group is right-padded to
+its longest row, one backend call per group. The backend must return one
 vector per row, or the whole batch fails; any failure reaches every caller of
 the batch. Callers that have gone (cancelled futures) are skipped. If the
 worker task itself dies, every queued and in-flight caller gets
@@ -33,6 +34,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -132,6 +134,22 @@ class _LaneQueue:
         items = list(self._items)
         self._items.clear()
         return items
+
+
+# Padded-length classes: a batch is embedded in one call per class, so short
+# tickets are not padded to a long one's length. Measured on realistic tickets
+# (bench/service_benchmark.py): one call for the whole batch padded rows of 23
+# tokens on average to 81, and made batching slower than no batching at all.
+BUCKET_BOUNDS = (16, 32, 64, 128)
+
+
+def length_buckets(lengths: Sequence[int]) -> list[list[int]]:
+    """Row indices grouped by padded-length class, shortest class first."""
+    groups: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        bound = next((b for b in BUCKET_BOUNDS if length <= b), sys.maxsize)
+        groups.setdefault(bound, []).append(index)
+    return [groups[bound] for bound in sorted(groups)]
 
 
 def fail_callers(batch: Sequence[_Pending], error: BaseException) -> None:
@@ -332,14 +350,26 @@ class MicroBatcher(Generic[P, R]):
         if self._on_batch is not None:
             self._on_batch(lane, len(batch), loop.time() - started)
 
+    async def _embed(self, rows: list[Sequence[int]]) -> np.ndarray:
+        """One backend call per length bucket, vectors back in the rows' order."""
+        out: np.ndarray | None = None
+        for indices in length_buckets([len(row) for row in rows]):
+            vectors = await self._backend.embed(pad_batch([rows[i] for i in indices]))
+            if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
+                raise BackendError(f"backend returned {type(vectors).__name__}, not a 2-d array")
+            if vectors.shape[0] != len(indices):
+                raise BackendError(
+                    f"backend returned {vectors.shape[0]} vectors for a batch of {len(indices)}"
+                )
+            if out is None:
+                out = np.empty((len(rows), vectors.shape[1]), dtype=vectors.dtype)
+            out[indices] = vectors
+        if out is None:
+            raise BackendError("empty batch")
+        return out
+
     async def _results_for(self, lane: Lane, batch: list[_Pending]) -> list[Any]:
-        vectors = await self._backend.embed(pad_batch([item.token_ids for item in batch]))
-        if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
-            raise BackendError(f"backend returned {type(vectors).__name__}, not a 2-d array")
-        if vectors.shape[0] != len(batch):
-            raise BackendError(
-                f"backend returned {vectors.shape[0]} vectors for a batch of {len(batch)}"
-            )
+        vectors = await self._embed([item.token_ids for item in batch])
         if lane is Lane.INGEST:
             return list(vectors)
         # Callers that left while the backend ran are not ranked for.

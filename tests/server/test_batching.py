@@ -74,6 +74,25 @@ def test_flushes_after_the_wait_when_not_full() -> None:
     run(test)
 
 
+def test_a_batch_is_embedded_per_length_bucket_in_caller_order() -> None:
+    async def test() -> None:
+        backend = FakeBackend(1, max_length=128)
+        batcher = make_batcher(backend, max_batch_size=4, max_wait_s=LONG_WAIT_S)
+        long_row = [2, *range(20, 60), 3]  # 42 tokens: the 64-token bucket
+        rows = [[2, 10, 3], long_row, [2, 11, 12, 3], [2, *range(30, 50), 3]]
+        results = await asyncio.gather(*(batcher.query(r, i) for i, r in enumerate(rows)))
+        # Short rows are not padded to the long ones: one call per length class.
+        assert sorted(backend.calls) == [(1, 22), (1, 42), (2, 4)]
+        assert [payload for payload, _ in results] == [0, 1, 2, 3]
+        alone = FakeBackend(1, max_length=128)
+        for (_, vector), row in zip(results, rows, strict=True):
+            (expected,) = await alone.embed(np.asarray([row], dtype=np.int32))
+            np.testing.assert_allclose(vector, expected, atol=1e-6)
+        await batcher.close()
+
+    run(test)
+
+
 def test_an_error_reaches_every_caller_of_the_batch() -> None:
     async def test() -> None:
         backend = FakeBackend(1, fail_with=BackendError("model exploded"))
