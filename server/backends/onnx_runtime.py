@@ -29,6 +29,9 @@ def load_session(model_path: str, intra_op_threads: int) -> ort.InferenceSession
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads would spin and take CPU from HTTP work and tokenization on
+    # the same cores (measured: 5–21 % less server CPU per request, BENCHMARKS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
 
 
