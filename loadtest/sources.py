@@ -1,0 +1,133 @@
+"""Where the workload's texts come from: `corpus:DIR`, `file:PATH` or `tickets[:DIR]`.
+
+- corpus:DIR — the corpus's held-out queries (validation and test splits by default:
+  real index entries the model was not trained on) with their accounts; writes copy
+  real articles of the same account (articles.jsonl) under load-test ids.
+- file:PATH — JSON lines {"account_id", "text"} (other fields ignored).
+- tickets[:DIR] — the realistic support tickets of bench/ticket_texts.py (hand-written
+  and templated from DIR's test queries); shared with the service benchmark rather
+  than copied, so both measure the same texts.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Final
+
+from loadtest.workload import Query, Workload, build_workload
+from training.corpus.records import (
+    ARTICLES_FILE,
+    QUERIES_FILE,
+    SPLITS,
+    check_id,
+    read_articles,
+    read_queries,
+)
+
+DEFAULT_CORPUS: Final = Path("data/corpus")
+DEFAULT_SPLITS: Final = ("validation", "test")
+# Long enough to cost a real embedding call; the server cuts articles to the model length.
+WRITE_BODY_CHARS: Final = 4000
+TICKETS_MODULE: Final = Path(__file__).resolve().parents[1] / "bench" / "ticket_texts.py"
+
+
+class WorkloadError(Exception):
+    """A workload spec or file that cannot be used; the message says why."""
+
+
+def load_workload(spec: str, splits: Sequence[str] = DEFAULT_SPLITS) -> Workload:
+    kind, _, arg = spec.partition(":")
+    if kind == "corpus":
+        return corpus_workload(Path(arg) if arg else DEFAULT_CORPUS, splits)
+    if kind == "file" and arg:
+        return file_workload(Path(arg))
+    if kind == "tickets":
+        return tickets_workload(Path(arg) if arg else DEFAULT_CORPUS)
+    raise WorkloadError(f"unknown workload {spec!r}: use corpus:DIR, file:PATH or tickets[:DIR]")
+
+
+def corpus_workload(corpus: Path, splits: Sequence[str]) -> Workload:
+    unknown = set(splits) - set(SPLITS)
+    if unknown:
+        raise WorkloadError(f"unknown split(s) {sorted(unknown)}: expected some of {SPLITS}")
+    records = _read(read_queries, corpus / QUERIES_FILE)
+    queries = [Query(q.account_id, q.text) for q in records if q.split in splits]
+    if not queries:
+        raise WorkloadError(f"{corpus / QUERIES_FILE} has no {'/'.join(splits)} queries")
+    description = f"corpus {corpus} ({'+'.join(splits)} queries)"
+    return build_workload(queries, article_content(corpus), description)
+
+
+def article_content(corpus: Path) -> dict[str, list[tuple[str, str]]]:
+    """(title, body) of the corpus's articles per account, for writes; empty if absent."""
+    path = corpus / ARTICLES_FILE
+    if not path.is_file():
+        return {}
+    content: dict[str, list[tuple[str, str]]] = {}
+    for article in _read(read_articles, path):
+        body = article.body[:WRITE_BODY_CHARS]
+        content.setdefault(article.account_id, []).append((article.title, body))
+    return content
+
+
+def file_workload(path: Path) -> Workload:
+    queries = []
+    try:
+        with path.open(encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if line.strip():
+                    queries.append(_query_line(line, f"{path}:{number}"))
+    except OSError as exc:
+        raise WorkloadError(f"cannot read {path}: {exc}") from exc
+    if not queries:
+        raise WorkloadError(f"{path} has no queries")
+    return build_workload(queries, {}, f"file {path}")
+
+
+def _query_line(line: str, where: str) -> Query:
+    try:
+        record = json.loads(line)
+        if not isinstance(record, dict):
+            raise ValueError("expected a JSON object")
+        account, text = record.get("account_id"), record.get("text")
+        check_id(account, "account id")
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError("text must be a non-empty string")
+    except ValueError as exc:  # json.JSONDecodeError is a ValueError too
+        raise WorkloadError(f"{where}: {exc}") from exc
+    return Query(account, text)
+
+
+def tickets_workload(corpus: Path) -> Workload:
+    ticket_texts = _ticket_texts_function()
+    path = corpus / QUERIES_FILE
+    if not path.is_file():
+        raise WorkloadError(f"{path} not found: the templated tickets need the corpus queries")
+    queries = [Query(t.account_id, t.text) for t in ticket_texts(path)]
+    return build_workload(queries, article_content(corpus), f"tickets ({TICKETS_MODULE.name})")
+
+
+def _ticket_texts_function() -> Callable[[Path], Sequence]:
+    """bench/ticket_texts.ticket_texts, loaded by path: bench/ is a script folder of the
+    source tree, not an installed package, so a plain import fails under `kbrec`."""
+    if not TICKETS_MODULE.is_file():
+        raise WorkloadError(f"{TICKETS_MODULE} not found: the tickets workload needs a checkout")
+    spec = importlib.util.spec_from_file_location("kbrec_bench_ticket_texts", TICKETS_MODULE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.ticket_texts
+
+
+def _read(reader: Callable[[Path], list], path: Path) -> list:
+    if not path.is_file():
+        raise WorkloadError(f"{path} not found: run `kbrec corpus fetch --out {path.parent}`")
+    try:
+        return reader(path)
+    except ValueError as exc:
+        raise WorkloadError(str(exc)) from exc
