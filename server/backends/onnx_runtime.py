@@ -14,7 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import onnxruntime as ort
 
-from server.backends.base import BackendError, BackendLoadError, BackendUnavailable
+from server.backends.base import (
+    BackendError,
+    BackendLoadError,
+    BackendUnavailable,
+    VersionBackend,
+)
 from server.model_versions import ModelVersion
 
 log = logging.getLogger(__name__)
@@ -43,18 +48,15 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return (vectors / norms).astype(np.float32, copy=False)
 
 
-class OnnxRuntimeBackend:
+class OnnxRuntimeBackend(VersionBackend):
     """`EmbeddingBackend` for one verified version's `model.onnx`."""
 
     def __init__(
         self, version: ModelVersion, session: ort.InferenceSession, executor: ThreadPoolExecutor
     ) -> None:
-        self._version = version
+        super().__init__(version)
         self._session = session
         self._executor = executor
-        self._input_name = version.metadata.input_name
-        self._output_name = version.metadata.output_name
-        self._closed = False
 
     @classmethod
     async def open(cls, version: ModelVersion, intra_op_threads: int = 0) -> OnnxRuntimeBackend:
@@ -85,27 +87,8 @@ class OnnxRuntimeBackend:
         )
         return backend
 
-    @property
-    def model_version(self) -> int:
-        return self._version.number
-
-    @property
-    def dim(self) -> int:
-        return self._version.metadata.dim
-
-    @property
-    def max_length(self) -> int:
-        return self._version.metadata.max_length
-
     async def embed(self, token_ids: np.ndarray) -> np.ndarray:
-        if self._closed:
-            raise BackendUnavailable(f"version {self.model_version} backend is closed")
-        if token_ids.dtype != np.int32 or token_ids.ndim != 2:
-            raise BackendError(
-                f"expected int32 [batch, seq], got {token_ids.dtype} {token_ids.shape}"
-            )
-        if token_ids.shape[1] > self.max_length:
-            raise BackendError(f"sequence of {token_ids.shape[1]} > max length {self.max_length}")
+        self._check_input(token_ids)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, self._run, token_ids)

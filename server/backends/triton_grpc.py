@@ -30,7 +30,12 @@ from tritonclient.grpc import InferInput, InferRequestedOutput
 from tritonclient.utils import InferenceServerException
 
 from kbrec.repository import MODEL_NAME
-from server.backends.base import BackendError, BackendLoadError, BackendUnavailable
+from server.backends.base import (
+    BackendError,
+    BackendLoadError,
+    BackendUnavailable,
+    VersionBackend,
+)
 from server.backends.onnx_runtime import normalize_rows
 from server.model_versions import ModelVersion
 from server.serving_model import BackendOpener
@@ -70,7 +75,7 @@ def unavailable(what: str, exc: InferenceServerException) -> BackendUnavailable:
     return BackendUnavailable(f"Triton {what}: {status}: {exc.message()}")
 
 
-class TritonGrpcBackend:
+class TritonGrpcBackend(VersionBackend):
     """`EmbeddingBackend` for one model version served by Triton."""
 
     def __init__(
@@ -82,15 +87,12 @@ class TritonGrpcBackend:
         timeout_s: float,
         model: str = MODEL_NAME,
     ) -> None:
-        self._version = version
+        super().__init__(version)
         self._client = client
         self._url = url
         self._timeout_s = timeout_s
         self._model = model
         self._model_version = str(version.number)
-        self._input_name = version.metadata.input_name
-        self._output_name = version.metadata.output_name
-        self._closed = False
         self._health: tuple[float, bool] | None = None  # (checked at, answer)
         self._health_check: asyncio.Task[bool] | None = None
 
@@ -126,27 +128,8 @@ class TritonGrpcBackend:
         )
         return backend
 
-    @property
-    def model_version(self) -> int:
-        return self._version.number
-
-    @property
-    def dim(self) -> int:
-        return self._version.metadata.dim
-
-    @property
-    def max_length(self) -> int:
-        return self._version.metadata.max_length
-
     async def embed(self, token_ids: np.ndarray) -> np.ndarray:
-        if self._closed:
-            raise BackendUnavailable(f"version {self.model_version} backend is closed")
-        if token_ids.dtype != np.int32 or token_ids.ndim != 2:
-            raise BackendError(
-                f"expected int32 [batch, seq], got {token_ids.dtype} {token_ids.shape}"
-            )
-        if token_ids.shape[1] > self.max_length:
-            raise BackendError(f"sequence of {token_ids.shape[1]} > max length {self.max_length}")
+        self._check_input(token_ids)
         ids = InferInput(self._input_name, list(token_ids.shape), "INT32")
         ids.set_data_from_numpy(np.ascontiguousarray(token_ids))
         try:
