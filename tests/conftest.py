@@ -15,14 +15,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tests/ is on sys.path: pytest puts the rootdir of conftest.py there.
-from corpus_factory import make_corpus
-
-TINY_TRAIN_ARGS = [
-    "--init", "random", "--hidden-size", "32", "--layers", "2", "--heads", "2",
-    "--intermediate-size", "64", "--max-length", "64", "--max-steps", "30",
-    "--batch-size", "8", "--learning-rate", "1e-3", "--warmup-steps", "3",
-    "--freeze-layers", "0", "--article-length", "64", "--query-length", "16",
-]  # fmt: skip
+from corpus_factory import TINY_TRAIN_ARGS, make_corpus
 
 
 @pytest.fixture(scope="session")

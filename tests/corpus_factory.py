@@ -87,3 +87,12 @@ def make_corpus(out: Path) -> tuple[list[Article], list[Query]]:
     write_jsonl(out / ARTICLES_FILE, articles)
     write_jsonl(out / QUERIES_FILE, queries)
     return articles, queries
+
+
+# `kbrec train` flags of the tiny encoder the tests train: seconds, not minutes.
+TINY_TRAIN_ARGS = [
+    "--init", "random", "--hidden-size", "32", "--layers", "2", "--heads", "2",
+    "--intermediate-size", "64", "--max-length", "64", "--max-steps", "30",
+    "--batch-size", "8", "--learning-rate", "1e-3", "--warmup-steps", "3",
+    "--freeze-layers", "0", "--article-length", "64", "--query-length", "16",
+]  # fmt: skip

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import TINY_TRAIN_ARGS
+from corpus_factory import TINY_TRAIN_ARGS
 
 from kbrec.cli import main
 
