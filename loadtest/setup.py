@@ -53,6 +53,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
 
 def build_load(args: argparse.Namespace, config: RunConfig) -> Load:
     """The workload and a factory for the target (targets are made inside the event loop)."""
+    _check_url(args)  # before loading a workload, so a wrong URL is the error reported
     try:
         splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
         workload = load_workload(args.workload, splits)
@@ -75,6 +76,18 @@ def build_load(args: argparse.Namespace, config: RunConfig) -> Load:
     except TargetError as exc:
         raise SetupError(str(exc)) from exc
     return Load(make_target, picks, workload.ops, f"{args.target} {args.url}", description)
+
+
+def _check_url(args: argparse.Namespace) -> None:
+    try:
+        if args.target == "triton":
+            from loadtest.triton_target import parse_grpc_url
+
+            parse_grpc_url(args.url)
+        else:
+            parse_http_url(args.url)
+    except TargetError as exc:
+        raise SetupError(str(exc)) from exc
 
 
 def _http_factory(
