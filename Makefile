@@ -63,7 +63,7 @@ model: corpus
 	@if ls -d $(REPOSITORY)/encoder/[0-9]* >/dev/null 2>&1; then \
 		echo "model: $(REPOSITORY)/encoder already has a version"; \
 	else \
-		$(KBREC) train --corpus $(CORPUS) --max-steps 0 --out $(PRETRAINED) && \
+		$(KBREC) train --corpus $(CORPUS) --max-steps 0 --skip-eval --out $(PRETRAINED) && \
 		$(KBREC) convert --saved-model $(PRETRAINED) --repository $(REPOSITORY); \
 	fi
 
