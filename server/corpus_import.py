@@ -7,12 +7,11 @@ server embeds whatever lacks a vector of its active version when it starts.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from server.locales import normalize_locale
+from server.locales import with_normalized_locale
 from server.service import utc_now
 from server.sqlite_store import SqliteArticleStore
 from server.store import ArticleWrite, StoredArticle
@@ -25,18 +24,13 @@ class SeedResult:
     unchanged: int
 
 
-def normalized(article: Article) -> Article:
-    locale = normalize_locale(article.locale) if article.locale else None
-    return dataclasses.replace(article, locale=locale)
-
-
 async def seed_store(db: Path, articles: Sequence[Article]) -> SeedResult:
     db.parent.mkdir(parents=True, exist_ok=True)
     store = await SqliteArticleStore.open(db)
     try:
         now = utc_now()
         changed: list[ArticleWrite] = []
-        for article in map(normalized, articles):
+        for article in map(with_normalized_locale, articles):
             stored = await store.get_article(article.account_id, article.article_id)
             if stored is None or stored.article != article:
                 changed.append(ArticleWrite(StoredArticle(article, now)))

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+
+from training.corpus.records import Article
 
 LOCALE_PATTERN = re.compile(r"[a-z]{2,8}(-[a-z0-9]{1,8})*")
 
@@ -13,3 +16,10 @@ def normalize_locale(value: str) -> str:
     if not LOCALE_PATTERN.fullmatch(locale):
         raise ValueError(f"invalid locale {value!r}: expected a tag like 'en' or 'en-us'")
     return locale
+
+
+def with_normalized_locale(article: Article) -> Article:
+    """The article with its locale normalised (None stays None); ValueError if invalid."""
+    if article.locale is None:
+        return article
+    return dataclasses.replace(article, locale=normalize_locale(article.locale))

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from server.locales import normalize_locale
+from server.locales import with_normalized_locale
 from server.payloads import checked_id, parse_article, read_json
 from server.service import RecommendationService
 from server.store import StoredArticle
@@ -64,7 +62,9 @@ async def import_articles(request: Request) -> JSONResponse:
     service = service_of(request)
     account_id = checked_id(request.path_params["account_id"], "account id")
     payload = await read_json(request, service.settings.max_import_bytes)
-    articles = [with_normalized_locale(a) for a in parse_zendesk_export(payload, account_id)]
+    articles = [
+        imported_with_normalized_locale(a) for a in parse_zendesk_export(payload, account_id)
+    ]
     result = await service.import_articles(articles)
     return JSONResponse(
         {
@@ -76,11 +76,9 @@ async def import_articles(request: Request) -> JSONResponse:
     )
 
 
-def with_normalized_locale(article: Article) -> Article:
-    if article.locale is None:
-        return article
+def imported_with_normalized_locale(article: Article) -> Article:
     try:
-        return dataclasses.replace(article, locale=normalize_locale(article.locale))
+        return with_normalized_locale(article)
     except ValueError as exc:
         raise ZendeskExportError(f"article {article.article_id}: {exc}") from exc
 
