@@ -28,12 +28,14 @@ from server.store import (
     IndexRow,
     StoredArticle,
     StoreError,
+    VersionRecord,
+    VersionRole,
 )
 from training.corpus.records import Article
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS articles (
     account_id TEXT NOT NULL,
@@ -42,6 +44,7 @@ CREATE TABLE IF NOT EXISTS articles (
     body TEXT NOT NULL,
     locale TEXT,
     updated_at TEXT NOT NULL,
+    revision INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (account_id, article_id)
 );
 CREATE TABLE IF NOT EXISTS embeddings (
@@ -55,9 +58,26 @@ CREATE TABLE IF NOT EXISTS embeddings (
         ON DELETE CASCADE
 );
 CREATE INDEX IF NOT EXISTS embeddings_by_version ON embeddings (model_version);
+CREATE TABLE IF NOT EXISTS model_versions (
+    version INTEGER PRIMARY KEY,
+    role TEXT NOT NULL,
+    model_sha256 TEXT NOT NULL,
+    error TEXT,
+    updated_at TEXT NOT NULL
+);
 """
+# What turns a database of schema N into N + 1 (run before SCHEMA, in the same transaction).
+MIGRATIONS = {
+    1: "ALTER TABLE articles ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
+}
 VECTOR_DTYPE = np.dtype("<f4")
-ARTICLE_COLUMNS = "a.account_id, a.article_id, a.title, a.body, a.locale, a.updated_at"
+# Articles lacking a (valid) vector of a version; parameters: version, dim, bytes.
+WITHOUT_EMBEDDING = (
+    "NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.account_id = a.account_id"
+    " AND e.article_id = a.article_id AND e.model_version = ? AND e.dim = ?"
+    " AND length(e.vector) = ?)"
+)
+ARTICLE_COLUMNS = "a.account_id, a.article_id, a.title, a.body, a.locale, a.updated_at, a.revision"
 
 
 def vector_blob(vector: np.ndarray) -> bytes:
@@ -69,8 +89,8 @@ def blob_vector(blob: bytes) -> np.ndarray:
 
 
 def stored_article(row: sqlite3.Row | tuple) -> StoredArticle:
-    account_id, article_id, title, body, locale, updated_at = row
-    return StoredArticle(Article(account_id, article_id, title, body, locale), updated_at)
+    account_id, article_id, title, body, locale, updated_at, revision = row
+    return StoredArticle(Article(account_id, article_id, title, body, locale), updated_at, revision)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -85,9 +105,11 @@ def connect(path: Path) -> sqlite3.Connection:
         (found,) = connection.execute("PRAGMA user_version").fetchone()
         if found > SCHEMA_VERSION:
             raise StoreError(f"{path} has schema {found}, newer than this kbrec ({SCHEMA_VERSION})")
+        # A new file (user_version 0) gets SCHEMA as it is; an older one migrates first.
+        migrations = "".join(MIGRATIONS[n] for n in range(found, SCHEMA_VERSION)) if found else ""
         # executescript commits on its own, so the transaction is part of the script.
         connection.executescript(
-            f"BEGIN IMMEDIATE; {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
+            f"BEGIN IMMEDIATE; {migrations} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
         )
     except BaseException:
         connection.close()
@@ -142,8 +164,25 @@ class SqliteArticleStore:
     async def articles_without_embedding(self, model_version: int, dim: int) -> list[StoredArticle]:
         return await self._call(self._articles_without_embedding, model_version, dim)
 
-    async def write_embeddings(self, model_version: int, rows: Sequence[EmbeddingWrite]) -> None:
-        await self._call(self._write_embeddings, model_version, rows)
+    async def count_without_embedding(self, model_version: int, dim: int) -> int:
+        return await self._call(self._count_without_embedding, model_version, dim)
+
+    async def write_embeddings(
+        self, model_version: int, rows: Sequence[EmbeddingWrite]
+    ) -> list[bool]:
+        return await self._call(self._write_embeddings, model_version, rows)
+
+    async def embedding_versions(self) -> dict[int, int]:
+        return await self._call(self._embedding_versions)
+
+    async def delete_embeddings(self, model_version: int) -> int:
+        return await self._call(self._delete_embeddings, model_version)
+
+    async def version_records(self) -> list[VersionRecord]:
+        return await self._call(self._version_records)
+
+    async def save_version_records(self, records: Sequence[VersionRecord]) -> None:
+        await self._call(self._save_version_records, records)
 
     async def close(self) -> None:
         try:
@@ -169,10 +208,10 @@ class SqliteArticleStore:
                 ).fetchone()
                 created.append(exists is None)
                 db.execute(
-                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?)"
+                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, 0)"
                     " ON CONFLICT (account_id, article_id) DO UPDATE SET title = excluded.title,"
                     " body = excluded.body, locale = excluded.locale,"
-                    " updated_at = excluded.updated_at",
+                    " updated_at = excluded.updated_at, revision = articles.revision + 1",
                     (*key, article.title, article.body, article.locale, write.stored.updated_at),
                 )
                 # Vectors of the old text are stale in every version.
@@ -215,28 +254,63 @@ class SqliteArticleStore:
 
     def _articles_without_embedding(self, model_version: int, dim: int) -> list[StoredArticle]:
         rows = self._connection.execute(
-            f"SELECT {ARTICLE_COLUMNS} FROM articles a WHERE NOT EXISTS ("
-            " SELECT 1 FROM embeddings e WHERE e.account_id = a.account_id"
-            " AND e.article_id = a.article_id AND e.model_version = ? AND e.dim = ?"
-            " AND length(e.vector) = ?)",
+            f"SELECT {ARTICLE_COLUMNS} FROM articles a WHERE {WITHOUT_EMBEDDING}",
             (model_version, dim, dim * VECTOR_DTYPE.itemsize),
         )
         return [stored_article(row) for row in rows]
 
-    def _write_embeddings(self, model_version: int, rows: Sequence[EmbeddingWrite]) -> None:
+    def _count_without_embedding(self, model_version: int, dim: int) -> int:
+        (count,) = self._connection.execute(
+            f"SELECT count(*) FROM articles a WHERE {WITHOUT_EMBEDDING}",
+            (model_version, dim, dim * VECTOR_DTYPE.itemsize),
+        ).fetchone()
+        return count
+
+    def _write_embeddings(self, model_version: int, rows: Sequence[EmbeddingWrite]) -> list[bool]:
+        written = []
         with transaction(self._connection) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO embeddings"
-                " SELECT account_id, article_id, ?, ?, ? FROM articles"
-                " WHERE account_id = ? AND article_id = ?",
-                [
+            for row in rows:
+                cursor = db.execute(
+                    "INSERT OR REPLACE INTO embeddings"
+                    " SELECT account_id, article_id, ?, ?, ? FROM articles"
+                    " WHERE account_id = ? AND article_id = ? AND (? IS NULL OR revision = ?)",
                     (
                         model_version,
                         row.vector.shape[0],
                         vector_blob(row.vector),
                         row.account_id,
                         row.article_id,
-                    )
-                    for row in rows
-                ],
+                        row.revision,
+                        row.revision,
+                    ),
+                )
+                written.append(cursor.rowcount > 0)
+        return written
+
+    def _embedding_versions(self) -> dict[int, int]:
+        rows = self._connection.execute(
+            "SELECT model_version, count(*) FROM embeddings GROUP BY model_version"
+        )
+        return dict(rows.fetchall())
+
+    def _delete_embeddings(self, model_version: int) -> int:
+        with transaction(self._connection) as db:
+            cursor = db.execute("DELETE FROM embeddings WHERE model_version = ?", (model_version,))
+        return cursor.rowcount
+
+    def _version_records(self) -> list[VersionRecord]:
+        rows = self._connection.execute(
+            "SELECT version, role, model_sha256, error, updated_at FROM model_versions"
+            " ORDER BY version"
+        )
+        return [
+            VersionRecord(version, VersionRole(role), sha, error, updated_at)
+            for version, role, sha, error, updated_at in rows
+        ]
+
+    def _save_version_records(self, records: Sequence[VersionRecord]) -> None:
+        with transaction(self._connection) as db:
+            db.executemany(
+                "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?)",
+                [(r.version, r.role.value, r.model_sha256, r.error, r.updated_at) for r in records],
             )

@@ -9,6 +9,7 @@ PostgreSQL store for several replicas comes later.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,10 @@ class StoreError(Exception):
 class StoredArticle:
     article: Article
     updated_at: str  # ISO 8601, UTC
+    # Bumped by every write of the article: a vector computed from revision r is stored
+    # only while the article is still at r (a background re-embedding never overwrites
+    # a newer text's vector with an older text's).
+    revision: int = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,26 @@ class EmbeddingWrite:
     account_id: str
     article_id: str
     vector: np.ndarray
+    revision: int | None = None  # written only if the article is still at this revision
+
+
+class VersionRole(enum.StrEnum):
+    """What the service does with a model version (persisted, so a restart resumes it)."""
+
+    ACTIVE = "active"  # serves queries
+    CANDIDATE = "candidate"  # loaded, articles being re-embedded; switches in when complete
+    PREVIOUS = "previous"  # loaded and kept current: activating it again is a rollback
+    FAILED = "failed"  # failed validation or loading; never activated on its own
+    RETIRED = "retired"  # no longer kept; its vectors are deleted
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    version: int
+    role: VersionRole
+    model_sha256: str  # which files the record is about (a version number is not reused)
+    error: str | None = None
+    updated_at: str = ""
 
 
 class ArticleStore(Protocol):
@@ -73,8 +98,29 @@ class ArticleStore(Protocol):
         """Articles lacking a (valid) vector of this version: to embed before serving it."""
         ...
 
-    async def write_embeddings(self, model_version: int, rows: Sequence[EmbeddingWrite]) -> None:
-        """Add vectors of one version to existing articles (deleted ones are skipped)."""
+    async def count_without_embedding(self, model_version: int, dim: int) -> int: ...
+
+    async def write_embeddings(
+        self, model_version: int, rows: Sequence[EmbeddingWrite]
+    ) -> list[bool]:
+        """Add vectors of one version to existing articles; True where written (deleted
+        articles, and articles rewritten since the row's revision, are skipped)."""
+        ...
+
+    async def embedding_versions(self) -> dict[int, int]:
+        """Model version → number of stored vectors."""
+        ...
+
+    async def delete_embeddings(self, model_version: int) -> int:
+        """Delete every vector of a version no longer kept; returns how many."""
+        ...
+
+    async def version_records(self) -> list[VersionRecord]:
+        """Every model version the service has seen, by version number."""
+        ...
+
+    async def save_version_records(self, records: Sequence[VersionRecord]) -> None:
+        """Insert or replace these records in one durable transaction."""
         ...
 
     async def close(self) -> None: ...

@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 
 from server.sqlite_store import SqliteArticleStore
-from server.store import ArticleWrite, EmbeddingWrite, StoredArticle, StoreError
+from server.store import (
+    ArticleWrite,
+    EmbeddingWrite,
+    StoredArticle,
+    StoreError,
+    VersionRecord,
+    VersionRole,
+)
 from training.corpus.records import Article
 
 NOW = "2026-11-27T12:00:00.000+00:00"
@@ -85,13 +92,14 @@ def test_embeddings_are_added_per_version_and_skip_deleted_articles(tmp_path: Pa
         await store.write_articles([write("1", "one", {}), write("2", "two", {})])
         missing = await store.articles_without_embedding(1, 2)
         assert sorted(a.article.article_id for a in missing) == ["1", "2"]
-        await store.write_embeddings(
+        written = await store.write_embeddings(
             1,
             [
                 EmbeddingWrite("acme", "1", vec(1, 0)),
                 EmbeddingWrite("acme", "gone", vec(0, 1)),
             ],
         )
+        assert written == [True, False]
         assert [a.article.article_id for a in await store.articles_without_embedding(1, 2)] == ["2"]
         assert [r.article_id for r in await store.index_rows(1, 2)] == ["1"]
         await store.close()
@@ -167,3 +175,100 @@ def test_commits_are_synced_to_disk(tmp_path: Path) -> None:
         await store.close()
 
     run(test)
+
+
+def test_a_vector_of_an_older_revision_is_not_stored(tmp_path: Path) -> None:
+    """A background re-embedding must not store the old text's vector over a newer text."""
+
+    async def test() -> None:
+        store = await SqliteArticleStore.open(tmp_path / "kbrec.sqlite")
+        await store.write_articles([write("1", "old", {})])
+        (snapshot,) = await store.articles_without_embedding(2, 2)
+        await store.write_articles([write("1", "new", {})])  # rewritten meanwhile
+        stale = EmbeddingWrite("acme", "1", vec(1, 0), revision=snapshot.revision)
+        assert await store.write_embeddings(2, [stale]) == [False]
+        (current,) = await store.articles_without_embedding(2, 2)
+        assert current.revision == snapshot.revision + 1
+        fresh = EmbeddingWrite("acme", "1", vec(0, 1), revision=current.revision)
+        assert await store.write_embeddings(2, [fresh]) == [True]
+        assert await store.count_without_embedding(2, 2) == 0
+        await store.close()
+
+    run(test)
+
+
+def test_vectors_per_version_are_counted_and_deleted(tmp_path: Path) -> None:
+    async def test() -> None:
+        store = await SqliteArticleStore.open(tmp_path / "kbrec.sqlite")
+        await store.write_articles(
+            [write("1", "one", {1: vec(1, 0), 2: vec(0, 1)}), write("2", "two", {1: vec(1, 0)})]
+        )
+        assert await store.embedding_versions() == {1: 2, 2: 1}
+        assert await store.delete_embeddings(1) == 2
+        assert await store.embedding_versions() == {2: 1}
+        assert await store.count_without_embedding(1, 2) == 2
+        await store.close()
+
+    run(test)
+
+
+def test_version_records_persist(tmp_path: Path) -> None:
+    path = tmp_path / "kbrec.sqlite"
+    records = [
+        VersionRecord(1, VersionRole.PREVIOUS, "a" * 64, None, NOW),
+        VersionRecord(2, VersionRole.ACTIVE, "b" * 64, None, NOW),
+        VersionRecord(3, VersionRole.FAILED, "c" * 64, "model.onnx: sha256 mismatch", NOW),
+    ]
+
+    async def first() -> None:
+        store = await SqliteArticleStore.open(path)
+        await store.save_version_records(records)
+        await store.save_version_records([VersionRecord(1, VersionRole.RETIRED, "a" * 64)])
+        await store.close()
+
+    async def second() -> None:
+        store = await SqliteArticleStore.open(path)
+        found = await store.version_records()
+        assert [(r.version, r.role) for r in found] == [
+            (1, VersionRole.RETIRED),
+            (2, VersionRole.ACTIVE),
+            (3, VersionRole.FAILED),
+        ]
+        assert found[2] == records[2]
+        await store.close()
+
+    run(first)
+    run(second)
+
+
+def test_a_schema_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    """Databases written before version records existed keep their articles and vectors."""
+    path = tmp_path / "kbrec.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(
+            """
+            CREATE TABLE articles (account_id TEXT NOT NULL, article_id TEXT NOT NULL,
+                title TEXT NOT NULL, body TEXT NOT NULL, locale TEXT, updated_at TEXT NOT NULL,
+                PRIMARY KEY (account_id, article_id));
+            CREATE TABLE embeddings (account_id TEXT NOT NULL, article_id TEXT NOT NULL,
+                model_version INTEGER NOT NULL, dim INTEGER NOT NULL, vector BLOB NOT NULL,
+                PRIMARY KEY (account_id, article_id, model_version));
+            INSERT INTO articles VALUES ('acme', '1', 'one', 'body', NULL, 'then');
+            PRAGMA user_version=1;
+            """
+        )
+        blob = vec(1, 0).astype("<f4").tobytes()
+        connection.execute("INSERT INTO embeddings VALUES ('acme', '1', 1, 2, ?)", (blob,))
+
+    async def test() -> None:
+        store = await SqliteArticleStore.open(path)
+        (row,) = await store.index_rows(1, 2)
+        assert row.article_id == "1"
+        stored = await store.get_article("acme", "1")
+        assert stored is not None and stored.revision == 0
+        assert await store.version_records() == []
+        await store.close()
+
+    run(test)
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("PRAGMA user_version").fetchone() == (2,)
