@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 from server.backends.onnx_runtime import OnnxRuntimeBackend
 from server.http_errors import EXCEPTION_HANDLERS
 from server.metrics import Metrics, MetricsMiddleware
+from server.model_lifecycle import VersionsKeeper
 from server.routes import ROUTES, route_templates
 from server.service import RecommendationService, StoreOpener
 from server.serving_model import BackendOpener
@@ -36,6 +37,15 @@ def default_backend_opener(settings: Settings) -> BackendOpener:
 
         return triton_opener(settings.triton_url, settings.triton_timeout_s)
     return onnx_runtime_opener(settings)
+
+
+def default_versions_keeper(settings: Settings) -> VersionsKeeper | None:
+    """With Triton, kbrec tells it which versions to keep loaded; in-process, no one."""
+    if not settings.triton_url:
+        return None
+    from server.backends.triton_control import triton_keeper
+
+    return triton_keeper(settings.triton_url, settings.repository)
 
 
 @asynccontextmanager
@@ -60,6 +70,7 @@ def create_app(
         backend_opener or default_backend_opener(settings),
         store_opener or SqliteArticleStore.open,
         on_batch=metrics.observe_batch,
+        keep_loaded=None if backend_opener else default_versions_keeper(settings),
     )
     metrics.watch(service)
     app = Starlette(

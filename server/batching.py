@@ -20,6 +20,13 @@ instead waits for room (`wait_for_room=True`), as it is already-accepted work,
 and keeps at most half of the article queue, so single article writes are still
 admitted while an import runs.
 
+Across model versions (the active one and a candidate being re-embedded), all
+backend calls go through one `ComputeGate`: one call at a time, queries first,
+then article writes, then background re-embedding (`embed_background`, which
+bypasses the queues: its one caller paces itself). The versions share the same
+cores or the same Triton, so a re-embedding batch next to a query batch would
+only slow the query down.
+
 Rows are grouped by length (`length_buckets`) and each group is right-padded to
 its longest row, one backend call per group. The backend must return one
 vector per row, or the whole batch fails; any failure reaches every caller of
@@ -33,10 +40,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import heapq
+import itertools
 import logging
 import sys
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -59,8 +68,50 @@ BatchObserver = Callable[["Lane", int, float], None]
 
 
 class Lane(enum.StrEnum):
+    """Kinds of work, most urgent first (the order is the `ComputeGate` priority)."""
+
     QUERY = "query"
     INGEST = "ingest"
+    BACKFILL = "backfill"  # re-embedding every article with a new version, in the background
+
+
+QUEUED_LANES = (Lane.QUERY, Lane.INGEST)
+PRIORITY = {lane: rank for rank, lane in enumerate(Lane)}
+
+
+class ComputeGate:
+    """Lets one backend call run at a time; waiters go by lane priority, then arrival."""
+
+    def __init__(self) -> None:
+        self._busy = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = itertools.count()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, lane: Lane) -> AsyncIterator[None]:
+        if self._busy:
+            granted = asyncio.get_running_loop().create_future()
+            heapq.heappush(self._waiting, (PRIORITY[lane], next(self._arrivals), granted))
+            try:
+                await granted
+            except asyncio.CancelledError:
+                if granted.done() and not granted.cancelled():
+                    self._release()  # handed over just as the waiter was cancelled
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        while self._waiting:
+            _, _, granted = heapq.heappop(self._waiting)
+            if not granted.done():  # skip waiters that were cancelled
+                granted.set_result(None)  # the gate passes to it, still busy
+                return
+        self._busy = False
 
 
 @dataclass(frozen=True)
@@ -172,6 +223,7 @@ class MicroBatcher(Generic[P, R]):
         config: BatchingConfig,
         finish_queries: BatchFinisher[P, R],
         on_batch: BatchObserver | None = None,
+        gate: ComputeGate | None = None,
     ) -> None:
         if not isinstance(config, BatchingConfig):
             raise TypeError(f"config must be a BatchingConfig, got {type(config).__name__}")
@@ -179,6 +231,7 @@ class MicroBatcher(Generic[P, R]):
         self._config = config
         self._finish_queries = finish_queries
         self._on_batch = on_batch
+        self._gate = gate or ComputeGate()
         self._lanes = {
             Lane.QUERY: _LaneQueue(config.max_queue),
             Lane.INGEST: _LaneQueue(config.ingest_max_queue),
@@ -202,6 +255,11 @@ class MicroBatcher(Generic[P, R]):
     @property
     def healthy(self) -> bool:
         return self._worker is not None and self._failure is None
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        return not self._in_flight and not any(self._lanes.values())
 
     def depth(self, lane: Lane) -> int:
         """Rows waiting in `lane` (not counting the batch in flight)."""
@@ -258,6 +316,22 @@ class MicroBatcher(Generic[P, R]):
                 future.cancel()  # the worker skips rows nobody waits for
             raise
         return np.stack(rows).astype(np.float32, copy=False)
+
+    async def embed_background(self, documents: Sequence[Sequence[int]]) -> np.ndarray:
+        """Embed articles at the lowest priority, now, without queueing: float32 [n, dim].
+
+        For one caller that paces itself (the re-embedding of a new version): it runs
+        whenever no query or article write waits for the backend.
+        """
+        self._raise_if_failed()
+        if not documents:
+            return np.zeros((0, self._backend.dim), dtype=np.float32)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        vectors = await self._embed(list(documents), Lane.BACKFILL)
+        if self._on_batch is not None:
+            self._on_batch(Lane.BACKFILL, len(documents), loop.time() - started)
+        return vectors.astype(np.float32, copy=False)
 
     def _raise_if_failed(self) -> None:
         if self._failure is not None:
@@ -350,11 +424,13 @@ class MicroBatcher(Generic[P, R]):
         if self._on_batch is not None:
             self._on_batch(lane, len(batch), loop.time() - started)
 
-    async def _embed(self, rows: list[Sequence[int]]) -> np.ndarray:
+    async def _embed(self, rows: list[Sequence[int]], lane: Lane) -> np.ndarray:
         """One backend call per length bucket, vectors back in the rows' order."""
         out: np.ndarray | None = None
         for indices in length_buckets([len(row) for row in rows]):
-            vectors = await self._backend.embed(pad_batch([rows[i] for i in indices]))
+            padded = pad_batch([rows[i] for i in indices])
+            async with self._gate.hold(lane):
+                vectors = await self._backend.embed(padded)
             if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
                 raise BackendError(f"backend returned {type(vectors).__name__}, not a 2-d array")
             if vectors.shape[0] != len(indices):
@@ -369,7 +445,7 @@ class MicroBatcher(Generic[P, R]):
         return out
 
     async def _results_for(self, lane: Lane, batch: list[_Pending]) -> list[Any]:
-        vectors = await self._embed([item.token_ids for item in batch])
+        vectors = await self._embed([item.token_ids for item in batch], lane)
         if lane is Lane.INGEST:
             return list(vectors)
         # Callers that left while the backend ran are not ranked for.

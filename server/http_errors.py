@@ -18,6 +18,7 @@ from starlette.responses import JSONResponse, Response
 
 from server.backends.base import BackendError
 from server.errors import ArticleNotFound, InvalidRequest, NotReady, Overloaded, UnknownAccount
+from server.model_lifecycle import VersionNotFound, VersionRejected
 from server.store import StoreError
 from training.corpus.zendesk import ZendeskExportError
 
@@ -52,6 +53,14 @@ async def unknown_account(request: Request, exc: Exception) -> Response:
 
 async def article_not_found(request: Request, exc: Exception) -> Response:
     return error_response(404, "article_not_found", str(exc))
+
+
+async def version_not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, "version_not_found", str(exc))
+
+
+async def version_rejected(request: Request, exc: Exception) -> Response:
+    return error_response(422, "version_rejected", str(exc))
 
 
 async def overloaded(request: Request, exc: Exception) -> Response:
@@ -92,6 +101,8 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     ZendeskExportError: invalid_export,
     UnknownAccount: unknown_account,
     ArticleNotFound: article_not_found,
+    VersionNotFound: version_not_found,
+    VersionRejected: version_rejected,
     Overloaded: overloaded,
     NotReady: not_ready,
     BackendError: backend_failed,

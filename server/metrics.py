@@ -12,12 +12,13 @@ from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.batching import Lane
+from server.errors import NotReady
 from server.service import RecommendationService
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
@@ -104,6 +105,40 @@ class ServiceCollector(Collector):
         if self._service.active_version is not None:
             active.add_metric([], self._service.active_version)
         yield active
+        yield from self._lifecycle_metrics()
+
+    def _lifecycle_metrics(self) -> Iterator[Metric]:
+        try:
+            lifecycle = self._service.lifecycle
+        except NotReady:
+            return
+        states = GaugeMetricFamily(
+            "kbrec_model_version_state",
+            "1 for each model version's current state (active, candidate, previous, ...)",
+            labels=["model_version", "state"],
+        )
+        for number, state, _, _ in lifecycle.version_states():
+            states.add_metric([str(number), state], 1)
+        yield states
+        yield CounterMetricFamily(
+            "kbrec_model_switches", "switches of the active version", lifecycle.switches
+        )
+        remaining = GaugeMetricFamily(
+            "kbrec_upgrade_articles_remaining",
+            "articles still to re-embed before the candidate version switches in",
+            labels=["model_version"],
+        )
+        rate = GaugeMetricFamily(
+            "kbrec_upgrade_articles_per_second",
+            "re-embedding throughput of the running upgrade",
+            labels=["model_version"],
+        )
+        upgrade = lifecycle.upgrade
+        if upgrade is not None:
+            remaining.add_metric([str(upgrade.number)], upgrade.progress.remaining)
+            rate.add_metric([str(upgrade.number)], upgrade.progress.articles_per_s())
+        yield remaining
+        yield rate
 
 
 class MetricsMiddleware:

@@ -186,7 +186,20 @@ DOCUMENT: dict[str, Any] = {
             },
         },
         "/v1/models": {
-            "get": {"summary": "Model versions and which is active", "responses": {"200": OK}}
+            "get": {
+                "summary": "Model versions, which is active, upgrade progress",
+                "responses": {"200": OK},
+            }
+        },
+        "/v1/models/{version}/activate": {
+            "parameters": [
+                {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}
+            ],
+            "post": {
+                "summary": "Switch to a version (a kept previous one: at once) or start an "
+                "upgrade to it (202; switches when its articles are re-embedded)",
+                "responses": {"200": OK, "202": OK, **errors(404, 422, 503)},
+            },
         },
         "/healthz": {"get": {"summary": "Alive", "responses": {"200": OK, **errors(503)}}},
         "/readyz": {

@@ -1,14 +1,18 @@
-"""The recommendation service: store, active model and index, and the rules tying them.
+"""The recommendation service: store, model versions and indexes, and the rules tying them.
 
-Lifecycle: `start` loads the newest valid model version and opens the store
-(failures abort startup), then builds the index in the background: vectors of
-the active version come from the store, and only articles missing one are
-embedded. Until that is done the service is not ready (`NotReady`, a 503).
+Start: open the store, load the version to serve (`ModelLifecycle.open_active`;
+failures abort startup), then build its index in the background: vectors of the
+active version come from the store, and only articles missing one are embedded.
+Until that is done the service is not ready (`NotReady`, a 503). Then the
+lifecycle resumes a recorded upgrade or rollback version and watches the
+repository for new versions.
 
-Writes are acknowledged only once durable in the store and applied to the index,
-so an acknowledged article is immediately recommendable. A lock orders
-"commit, then apply to the index" across writers, so the index always ends in
-the state of the last commit.
+Writes are acknowledged only once durable in the store and applied to the
+indexes of every live version (the active one and the standby), so an
+acknowledged article is immediately recommendable, and still is right after a
+switch to the other version. The lifecycle's commit lock orders "commit, then
+apply to the indexes" across writers, and changes of the live set against them:
+a write embedded before a version joined embeds with it too before it commits.
 """
 
 from __future__ import annotations
@@ -21,31 +25,26 @@ import shlex
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from server.batching import BatchingConfig, BatchObserver, Lane
+from server.backfill import BackfillPacing, add_to_index
+from server.batching import QUEUED_LANES, BatchingConfig, BatchObserver, ComputeGate, Lane
 from server.errors import ArticleNotFound, NotReady, UnknownAccount
-from server.index import IndexEntry, VersionIndex
-from server.model_versions import RepositoryScan, scan_repository
+from server.model_lifecycle import ModelLifecycle, StartupError, VersionsKeeper, utc_now
+from server.model_versions import ModelVersion
 from server.ranking import RankRequest, ScoredArticle
 from server.serving_model import BackendOpener, ServingModel
 from server.settings import Settings
-from server.store import ArticleStore, ArticleWrite, EmbeddingWrite, StoredArticle
+from server.store import ArticleStore, ArticleWrite, StoredArticle
 from training.corpus.records import Article
 
 log = logging.getLogger(__name__)
 
 StoreOpener = Callable[[Path], Awaitable[ArticleStore]]
 
-# Articles embedded and committed together while rebuilding the index on start.
-REBUILD_CHUNK = 256
-
-
-class StartupError(Exception):
-    """The service cannot start (no servable model version, store unusable)."""
+__all__ = ["RecommendationService", "StartupError", "utc_now"]
 
 
 class State(enum.StrEnum):
@@ -78,12 +77,8 @@ def batching_config(settings: Settings) -> BatchingConfig:
     )
 
 
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
-
-
-def index_entry(article: Article) -> IndexEntry:
-    return IndexEntry(article.article_id, article.title, article.locale)
+def backfill_pacing(settings: Settings) -> BackfillPacing:
+    return BackfillPacing(share=settings.backfill_share, step_tokens=settings.backfill_step_tokens)
 
 
 class RecommendationService:
@@ -93,19 +88,20 @@ class RecommendationService:
         open_backend: BackendOpener,
         open_store: StoreOpener,
         on_batch: BatchObserver | None = None,
+        keep_loaded: VersionsKeeper | None = None,
     ) -> None:
         self.settings = settings
         self._open_backend = open_backend
         self._open_store = open_store
         self._on_batch = on_batch
+        self._keep_loaded = keep_loaded
         self._state = State.STOPPED
         self._failure: BaseException | None = None
-        self._scan = RepositoryScan(())
         self._store: ArticleStore | None = None
-        self._model: ServingModel | None = None
+        self._lifecycle: ModelLifecycle | None = None
         self._tokenizer_executor: ThreadPoolExecutor | None = None
         self._index_task: asyncio.Task[None] | None = None
-        self._write_lock = asyncio.Lock()
+        self._gate = ComputeGate()  # one backend call at a time, across versions
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -126,11 +122,11 @@ class RecommendationService:
             self._index_task.cancel()
             await asyncio.gather(self._index_task, return_exceptions=True)
         self._state = State.STOPPED
-        model, self._model = self._model, None
+        lifecycle, self._lifecycle = self._lifecycle, None
         store, self._store = self._store, None
         try:
-            if model is not None:
-                await model.close()
+            if lifecycle is not None:
+                await lifecycle.close()
         finally:
             if store is not None:
                 await store.close()
@@ -138,36 +134,43 @@ class RecommendationService:
                 self._tokenizer_executor.shutdown(wait=False, cancel_futures=True)
 
     async def _open(self) -> None:
-        self._scan = await asyncio.to_thread(scan_repository, self.settings.repository)
-        version = self._scan.newest_valid
-        if version is None:
-            raise StartupError(
-                f"no valid model version in {self.settings.repository} "
-                f"({len(self._scan.statuses)} published; see the warnings above)"
-            )
         self._store = await self._open_store(self.settings.db)
         self._tokenizer_executor = ThreadPoolExecutor(
             max_workers=self.settings.tokenizer_threads, thread_name_prefix="tokenize"
         )
-        self._model = await ServingModel.open(
+        self._lifecycle = ModelLifecycle(
+            self.settings.repository,
+            self._store,
+            self._open_model,
+            pacing=backfill_pacing(self.settings),
+            keep_loaded=self._keep_loaded,
+            poll_s=self.settings.repository_poll_s,
+        )
+        await self._lifecycle.open_active()
+
+    async def _open_model(self, version: ModelVersion) -> ServingModel:
+        assert self._tokenizer_executor is not None
+        return await ServingModel.open(
             version,
             self._open_backend,
             batching_config(self.settings),
             self._tokenizer_executor,
             self._on_batch,
+            self._gate,
         )
 
     async def _build_index(self) -> None:
-        model, store = self._serving()
+        lifecycle = self._running()
         try:
-            await load_index(store, model)
+            await lifecycle.build_active_index()
         except Exception as exc:
-            log.exception("building the index of version %d failed", model.number)
+            log.exception("building the index of version %s failed", lifecycle.active_number)
             self._failure = exc
             self._state = State.FAILED
             return
         self._state = State.READY
         log.info(self.ready_message())
+        await lifecycle.start_background()
 
     # --- state -----------------------------------------------------------------
 
@@ -184,31 +187,41 @@ class RecommendationService:
         return self._failure
 
     @property
-    def scan(self) -> RepositoryScan:
-        return self._scan
+    def lifecycle(self) -> ModelLifecycle:
+        return self._running()
+
+    @property
+    def store(self) -> ArticleStore:
+        if self._store is None:
+            raise NotReady("the service is not running")
+        return self._store
 
     @property
     def active_version(self) -> int | None:
-        return None if self._model is None else self._model.number
+        return None if self._lifecycle is None else self._lifecycle.active_number
 
     def article_counts(self) -> Iterator[tuple[str, int, int]]:
         """(account, model version, articles) for every account of every loaded version."""
-        if self._model is not None:
-            for account_id, count in self._model.index.article_counts():
-                yield account_id, self._model.number, count
+        if self._lifecycle is not None:
+            for model in self._lifecycle.live_models():
+                for account_id, count in model.index.article_counts():
+                    yield account_id, model.number, count
 
     def queue_depths(self) -> dict[Lane, int]:
-        if self._model is None:
-            return {lane: 0 for lane in Lane}
-        return {lane: self._model.batcher.depth(lane) for lane in Lane}
+        models = [] if self._lifecycle is None else self._lifecycle.live_models()
+        return {lane: sum(model.batcher.depth(lane) for model in models) for lane in QUEUED_LANES}
 
     async def healthy(self) -> bool:
-        if self._state is State.FAILED or self._model is None:
+        if self._state is State.FAILED or self._lifecycle is None:
             return False
-        return self._model.batcher.healthy and await self._model.backend.health()
+        try:
+            model = self._lifecycle.active
+        except NotReady:
+            return False
+        return model.batcher.healthy and await model.backend.health()
 
     def ready_message(self) -> str:
-        model, _ = self._serving()
+        model = self._running().active
         counts = [count for _, count in model.index.article_counts()]
         account = next((account for account, _ in model.index.article_counts()), "acme")
         body = json.dumps({"account_id": account, "text": "how do I reset my password"})
@@ -224,90 +237,84 @@ class RecommendationService:
     async def recommend(
         self, account_id: str, text: str, top_k: int, locale: str | None
     ) -> Recommendation:
-        model, _ = self._ready()
+        # One read of the active version: its backend embeds the query and its index
+        # ranks it, whatever switch happens meanwhile.
+        model = self._ready().active
         if model.index.account(account_id) is None:
             raise UnknownAccount(account_id)
         articles = await model.rank(text, RankRequest(account_id, top_k, locale))
         return Recommendation(model.number, articles)
 
     async def put_article(self, article: Article) -> tuple[StoredArticle, bool]:
-        """Store, embed and index one article; True if it was created."""
-        model, store = self._ready()
-        (vector,) = await model.embed_articles([article], bulk=False)
+        """Store, embed and index one article in every live version; True if created."""
         stored = StoredArticle(article, utc_now())
-        async with self._write_lock:
-            (created,) = await store.write_articles([ArticleWrite(stored, {model.number: vector})])
-            add_to_index(model.index, [article], vector[None])
+        (created,) = await self._write([stored], bulk=False)
         return stored, created
 
     async def import_articles(self, articles: Sequence[Article]) -> ImportResult:
         """Store, embed and index many articles in one transaction (the last of an id wins)."""
-        model, store = self._ready()
         latest = list({article.article_id: article for article in articles}.values())
         if not latest:
+            self._ready()
             return ImportResult(created=0, updated=0)
-        vectors = await model.embed_articles(latest, bulk=True)
         now = utc_now()
-        writes = [
-            ArticleWrite(StoredArticle(article, now), {model.number: vector})
-            for article, vector in zip(latest, vectors, strict=True)
-        ]
-        async with self._write_lock:
-            created = await store.write_articles(writes)
-            add_to_index(model.index, latest, vectors)
+        created = await self._write([StoredArticle(article, now) for article in latest], bulk=True)
         return ImportResult(created=sum(created), updated=len(created) - sum(created))
 
     async def get_article(self, account_id: str, article_id: str) -> StoredArticle:
-        _, store = self._serving()
-        stored = await store.get_article(account_id, article_id)
+        stored = await self.store.get_article(account_id, article_id)
         if stored is None:
             raise ArticleNotFound(account_id, article_id)
         return stored
 
     async def delete_article(self, account_id: str, article_id: str) -> None:
-        model, store = self._ready()
-        async with self._write_lock:
-            if not await store.delete_article(account_id, article_id):
+        lifecycle = self._ready()
+        async with lifecycle.commit_lock:
+            if not await self.store.delete_article(account_id, article_id):
                 raise ArticleNotFound(account_id, article_id)
-            model.index.remove(account_id, article_id)
+            for model in lifecycle.live_models():
+                model.index.remove(account_id, article_id)
 
-    def _serving(self) -> tuple[ServingModel, ArticleStore]:
-        if self._model is None or self._store is None:
+    async def _write(self, stored: list[StoredArticle], *, bulk: bool) -> list[bool]:
+        """Embed with every live version, commit durably, apply to every live index."""
+        lifecycle = self._ready()
+        articles = [s.article for s in stored]
+        vectors: dict[int, np.ndarray] = {}
+        while True:
+            await self._embed_missing(lifecycle.live_models(), articles, vectors, bulk=bulk)
+            async with lifecycle.commit_lock:
+                models = lifecycle.live_models()
+                if any(model.number not in vectors for model in models):
+                    continue  # a version joined while embedding: embed with it too
+                writes = [
+                    ArticleWrite(s, {model.number: vectors[model.number][i] for model in models})
+                    for i, s in enumerate(stored)
+                ]
+                created = await self.store.write_articles(writes)
+                for model in models:
+                    add_to_index(model.index, articles, vectors[model.number])
+                return created
+
+    @staticmethod
+    async def _embed_missing(
+        models: Sequence[ServingModel],
+        articles: Sequence[Article],
+        vectors: dict[int, np.ndarray],
+        *,
+        bulk: bool,
+    ) -> None:
+        todo = [model for model in models if model.number not in vectors]
+        results = await asyncio.gather(
+            *(model.embed_articles(articles, bulk=bulk) for model in todo)
+        )
+        vectors.update((model.number, result) for model, result in zip(todo, results, strict=True))
+
+    def _running(self) -> ModelLifecycle:
+        if self._lifecycle is None or self._store is None:
             raise NotReady("the service is not running")
-        return self._model, self._store
+        return self._lifecycle
 
-    def _ready(self) -> tuple[ServingModel, ArticleStore]:
+    def _ready(self) -> ModelLifecycle:
         if self._state is not State.READY:
             raise NotReady(f"the service is not ready ({self._state})")
-        return self._serving()
-
-
-async def load_index(store: ArticleStore, model: ServingModel) -> None:
-    """Fill the model's index from the store, embedding only articles lacking a vector."""
-    index = model.index
-    rows = await store.index_rows(model.number, index.dim)
-    for row in rows:
-        index.upsert(row.account_id, IndexEntry(row.article_id, row.title, row.locale), row.vector)
-    missing = await store.articles_without_embedding(model.number, index.dim)
-    log.info(
-        "index of version %d: %d stored vectors, %d articles to embed",
-        model.number,
-        len(rows),
-        len(missing),
-    )
-    for start in range(0, len(missing), REBUILD_CHUNK):
-        chunk = [stored.article for stored in missing[start : start + REBUILD_CHUNK]]
-        vectors = await model.embed_articles(chunk, bulk=True)
-        await store.write_embeddings(
-            model.number,
-            [
-                EmbeddingWrite(article.account_id, article.article_id, vector)
-                for article, vector in zip(chunk, vectors, strict=True)
-            ],
-        )
-        add_to_index(index, chunk, vectors)
-
-
-def add_to_index(index: VersionIndex, articles: Sequence[Article], vectors: np.ndarray) -> None:
-    for article, vector in zip(articles, vectors, strict=True):
-        index.upsert(article.account_id, index_entry(article), vector)
+        return self._running()

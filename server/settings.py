@@ -35,6 +35,9 @@ SETTING_HELP: Final[dict[str, str]] = {
     "access_log": "log every request (uvicorn access log)",
     "triton_url": "embed through Triton at grpc://HOST:PORT (empty: embedded ONNX Runtime)",
     "triton_timeout_s": "deadline of every Triton call, seconds (503 when exceeded)",
+    "repository_poll_s": "seconds between checks of the repository for new versions (0: off)",
+    "backfill_share": "most of the backend's time re-embedding for a new version may take (0-1]",
+    "backfill_step_tokens": "most padded tokens per re-embedding call (a query waits <= one)",
 }
 
 
@@ -60,6 +63,9 @@ class Settings:
     access_log: bool = False
     triton_url: str = ""
     triton_timeout_s: float = 5.0
+    repository_poll_s: float = 2.0
+    backfill_share: float = 0.5
+    backfill_step_tokens: int = 512
 
     def __post_init__(self) -> None:
         positive = (
@@ -72,6 +78,7 @@ class Settings:
             "max_body_bytes",
             "max_import_bytes",
             "retry_after_s",
+            "backfill_step_tokens",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -88,6 +95,10 @@ class Settings:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
         if self.triton_url and not self.triton_url.startswith("grpc://"):
             raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
+        if self.repository_poll_s < 0:
+            raise ValueError(f"repository_poll_s must be >= 0, got {self.repository_poll_s}")
+        if not 0 < self.backfill_share <= 1:
+            raise ValueError(f"backfill_share must be in (0, 1], got {self.backfill_share}")
         if self.triton_timeout_s <= 0:
             raise ValueError(f"triton_timeout_s must be > 0, got {self.triton_timeout_s}")
 

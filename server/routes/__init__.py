@@ -9,7 +9,7 @@ from starlette.routing import BaseRoute, Route
 
 from server.openapi import openapi_document
 from server.routes.articles import article, import_articles
-from server.routes.operations import healthz, metrics, models, readyz
+from server.routes.operations import activate_model, healthz, metrics, models, readyz
 from server.routes.recommendations import recommend
 
 ARTICLE = "/v1/accounts/{account_id}/articles/{article_id}"
@@ -20,6 +20,7 @@ ROUTES: list[BaseRoute] = [
     Route("/v1/accounts/{account_id}/articles/import", import_articles, methods=["POST"]),
     Route(ARTICLE, article, methods=["GET", "PUT", "DELETE"]),  # HEAD comes with GET
     Route("/v1/models", models, methods=["GET"]),
+    Route("/v1/models/{version}/activate", activate_model, methods=["POST"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),
     Route("/metrics", metrics, methods=["GET"]),

@@ -54,5 +54,5 @@ def test_only_invalid_versions_fail_startup(tmp_path: Path) -> None:
         timeout=60,
     )
     assert result.returncode == 2, result.stderr
-    assert "skipping model version 1" in result.stderr
+    assert "model version 1 is invalid" in result.stderr
     assert "startup failed: no valid model version" in result.stderr
