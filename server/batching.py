@@ -79,13 +79,41 @@ QUEUED_LANES = (Lane.QUERY, Lane.INGEST)
 PRIORITY = {lane: rank for rank, lane in enumerate(Lane)}
 
 
+# A background step starts only once no query waits in any batcher of the gate,
+# checked this often, but defers at most this long (so an upgrade still progresses
+# under saturation).
+BACKGROUND_POLL_S = 0.005
+BACKGROUND_MAX_DEFER_S = 1.0
+
+
 class ComputeGate:
-    """Lets one backend call run at a time; waiters go by lane priority, then arrival."""
+    """Lets one backend call run at a time; waiters go by lane priority, then arrival.
+
+    Priority only orders calls already waiting at the gate; queries still queued in
+    a batcher (its worker busy with the previous batch) are not waiting yet, so a
+    background step also defers while any registered batcher has queries queued.
+    """
 
     def __init__(self) -> None:
         self._busy = False
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
+        self._batchers: set[MicroBatcher[Any, Any]] = set()
+
+    def register(self, batcher: MicroBatcher[Any, Any]) -> None:
+        self._batchers.add(batcher)
+
+    def unregister(self, batcher: MicroBatcher[Any, Any]) -> None:
+        self._batchers.discard(batcher)
+
+    def queries_waiting(self) -> bool:
+        return any(batcher.depth(Lane.QUERY) for batcher in self._batchers)
+
+    async def yield_to_queries(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BACKGROUND_MAX_DEFER_S
+        while self.queries_waiting() and loop.time() < deadline:
+            await asyncio.sleep(BACKGROUND_POLL_S)
 
     @contextlib.asynccontextmanager
     async def hold(self, lane: Lane) -> AsyncIterator[None]:
@@ -272,9 +300,11 @@ class MicroBatcher(Generic[P, R]):
             self._work(), name=f"batcher-v{self._backend.model_version}"
         )
         self._worker.add_done_callback(self._on_worker_done)
+        self._gate.register(self)
 
     async def close(self) -> None:
         """Stop the worker; callers still waiting get `BackendUnavailable`."""
+        self._gate.unregister(self)
         if self._worker is not None and not self._worker.done():
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -326,6 +356,7 @@ class MicroBatcher(Generic[P, R]):
         self._raise_if_failed()
         if not documents:
             return np.zeros((0, self._backend.dim), dtype=np.float32)
+        await self._gate.yield_to_queries()
         loop = asyncio.get_running_loop()
         started = loop.time()
         vectors = await self._embed(list(documents), Lane.BACKFILL)

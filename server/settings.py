@@ -65,7 +65,7 @@ class Settings:
     triton_timeout_s: float = 5.0
     repository_poll_s: float = 2.0
     backfill_share: float = 0.5
-    backfill_step_tokens: int = 512
+    backfill_step_tokens: int = 256
 
     def __post_init__(self) -> None:
         positive = (

@@ -11,8 +11,8 @@ describes (`input_ids` INT32 [-1, -1] → `embedding` FP32 [-1, dim]) and runs a
 probe batch; a mismatch is a `BackendLoadError` and the service does not start.
 Afterwards every failure (Triton unreachable, deadline exceeded, model not
 ready) is a `BackendUnavailable`: the callers of the batch get a 503, and the
-next batch tries again. `health()` asks Triton (server live and ready, model
-version ready) at most once per `HEALTH_TTL_S`, so /readyz turns false while
+next batch tries again. `health()` asks Triton (server live, model version
+ready) at most once per `HEALTH_TTL_S`, so /readyz turns false while
 Triton is away and true again by itself once it is back.
 """
 
@@ -152,7 +152,12 @@ class TritonGrpcBackend(VersionBackend):
         return normalize_rows(vectors.astype(np.float32, copy=False))
 
     async def health(self) -> bool:
-        """Triton live and ready and this version ready; cached for HEALTH_TTL_S."""
+        """Triton live and this version ready; cached for HEALTH_TTL_S.
+
+        Not Triton's server readiness: it is false while any version loads or unloads
+        (an upgrade loads the next version next to this one), which says nothing about
+        the version this backend uses.
+        """
         if self._closed:
             return False
         now = time.monotonic()
@@ -178,7 +183,6 @@ class TritonGrpcBackend(VersionBackend):
         try:
             answers = await asyncio.gather(
                 self._client.is_server_live(client_timeout=timeout),
-                self._client.is_server_ready(client_timeout=timeout),
                 self._client.is_model_ready(
                     self._model, self._model_version, client_timeout=timeout
                 ),
@@ -187,7 +191,7 @@ class TritonGrpcBackend(VersionBackend):
             log.warning("Triton health check failed: %s", unavailable("health", exc))
             return False
         if not all(answers):
-            log.warning("Triton at %s: live, ready, model ready = %s", self._url, answers)
+            log.warning("Triton at %s: live, model version ready = %s", self._url, answers)
         return all(answers)
 
     async def _check_metadata(self) -> None:

@@ -10,7 +10,7 @@ import pytest
 from serving_helpers import FakeBackend
 
 from server.backends.base import BackendError, BackendUnavailable
-from server.batching import BatchingConfig, Lane, MicroBatcher
+from server.batching import BatchingConfig, ComputeGate, Lane, MicroBatcher
 from server.errors import Overloaded
 
 LONG_WAIT_S = 30.0  # a flush that depended on this wait would time the test out
@@ -289,3 +289,75 @@ def test_bad_settings_are_rejected(config: dict[str, object]) -> None:
 def test_the_constructor_wants_a_config() -> None:
     with pytest.raises(TypeError):
         MicroBatcher(FakeBackend(1), {"max_batch_size": 2}, finish_queries=echo_rows)  # type: ignore[arg-type]
+
+
+def test_the_compute_gate_serves_queries_then_writes_then_backfill() -> None:
+    async def test() -> None:
+        gate = ComputeGate()
+        order: list[str] = []
+        release = asyncio.Event()
+
+        async def hold(lane: Lane, name: str) -> None:
+            async with gate.hold(lane):
+                order.append(name)
+                if name == "first":
+                    await release.wait()
+
+        first = asyncio.create_task(hold(Lane.BACKFILL, "first"))
+        await until(lambda: order == ["first"])
+        waiting = [
+            asyncio.create_task(hold(lane, name))
+            for lane, name in [
+                (Lane.BACKFILL, "backfill"),
+                (Lane.INGEST, "ingest"),
+                (Lane.QUERY, "query 1"),
+                (Lane.QUERY, "query 2"),
+            ]
+        ]
+        gone = asyncio.create_task(hold(Lane.QUERY, "cancelled"))
+        await asyncio.sleep(0)
+        gone.cancel()
+        release.set()
+        await asyncio.gather(first, *waiting)
+        assert order == ["first", "query 1", "query 2", "ingest", "backfill"]
+        async with gate.hold(Lane.BACKFILL):  # free again: no waiter left holding it
+            pass
+
+    run(test)
+
+
+def test_background_embedding_waits_for_queries_of_another_version() -> None:
+    """Two versions' batchers share one gate: a query batch of the active version runs
+    before a re-embedding step of the candidate that asked later."""
+
+    async def test() -> None:
+        gate = ComputeGate()
+        active, candidate = FakeBackend(1, gate=asyncio.Event()), FakeBackend(2)
+        order: list[str] = []
+        serving = MicroBatcher(active, BatchingConfig(max_wait_s=0), echo_rows, gate=gate)
+        upgrading = MicroBatcher(candidate, BatchingConfig(), echo_rows, gate=gate)
+        serving.start()
+        upgrading.start()
+
+        async def query(name: str) -> None:
+            await serving.query([2, 10, 3], name)
+            order.append(name)
+
+        async def backfill() -> None:
+            await upgrading.embed_background([[2, 11, 3]])
+            order.append("backfill")
+
+        q1 = asyncio.create_task(query("query 1"))
+        await until(lambda: len(active.calls) == 1)  # holds the gate, stalled in the backend
+        q2 = asyncio.create_task(query("query 2"))  # queued in its batcher, not at the gate
+        await until(lambda: serving.depth(Lane.QUERY) == 1)
+        step = asyncio.create_task(backfill())
+        await asyncio.sleep(0.01)
+        assert active.gate is not None
+        active.gate.set()
+        await asyncio.gather(q1, q2, step)
+        assert order == ["query 1", "query 2", "backfill"]
+        await serving.close()
+        await upgrading.close()
+
+    run(test)
