@@ -32,6 +32,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
@@ -108,7 +109,9 @@ class Server:
             self.process.wait(60)
 
 
-def loadtest(url: str, rate: float, out: Path, corpus: Path, duration_s: float):
+def loadtest(
+    url: str, rate: float, out: Path, corpus: Path, duration_s: float
+) -> subprocess.Popen[bytes]:
     command = [PYTHON, "-m", "kbrec.cli", "loadtest", "--url", url, "--rate", str(rate)]
     command += ["--duration", str(duration_s), "--warmup-s", "2", "--window-s", "10"]
     command += ["--workload", f"corpus:{corpus}", "--out", str(out), "--seed", "7"]
@@ -169,11 +172,26 @@ def main() -> None:
         load.wait(120)
     finally:
         server.stop()
-    report(args, articles, upgrade_s, progress, one_version, two_versions, steady_out, upgrade_out)
+    report(
+        args,
+        Outcome(articles, upgrade_s, progress, one_version, two_versions),
+        step_of(steady_out),
+        step_of(upgrade_out),
+    )
 
 
-def report(args, articles, upgrade_s, progress, one, two, steady_out, upgrade_out) -> None:
-    steady, upgrade = step_of(steady_out), step_of(upgrade_out)
+@dataclass(frozen=True)
+class Outcome:
+    articles: int
+    upgrade_s: float
+    progress: list[dict]
+    one: dict[str, int]  # memory with one version loaded
+    two: dict[str, int]  # ... with two
+
+
+def report(args: argparse.Namespace, outcome: Outcome, steady: dict, upgrade: dict) -> None:
+    articles, upgrade_s, progress = outcome.articles, outcome.upgrade_s, outcome.progress
+    one, two = outcome.one, outcome.two
     print(f"## Live upgrade, {datetime.date.today()}, open loop at {args.rate:g} req/s\n")
     print("| phase | measured s | achieved req/s | p50 ms | p99 ms | max ms | errors | dropped |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")

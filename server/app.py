@@ -27,7 +27,11 @@ from server.sqlite_store import SqliteArticleStore
 
 
 def onnx_runtime_opener(settings: Settings) -> BackendOpener:
-    return functools.partial(OnnxRuntimeBackend.open, intra_op_threads=settings.intra_op_threads)
+    return functools.partial(
+        OnnxRuntimeBackend.open,
+        intra_op_threads=settings.intra_op_threads,
+        background_threads=settings.backfill_threads,
+    )
 
 
 def default_backend_opener(settings: Settings) -> BackendOpener:

@@ -24,8 +24,9 @@ Across model versions (the active one and a candidate being re-embedded), all
 backend calls go through one `ComputeGate`: one call at a time, queries first,
 then article writes, then background re-embedding (`embed_background`, which
 bypasses the queues: its one caller paces itself). The versions share the same
-cores or the same Triton, so a re-embedding batch next to a query batch would
-only slow the query down.
+cores or the same Triton. The exception is a backend that sets capacity apart
+for background work (the embedded ONNX Runtime: a one-thread session of its
+own), where re-embedding runs next to queries instead of between them.
 
 Rows are grouped by length (`length_buckets`) and each group is right-padded to
 its longest row, one backend call per group. The backend must return one
@@ -350,13 +351,15 @@ class MicroBatcher(Generic[P, R]):
     async def embed_background(self, documents: Sequence[Sequence[int]]) -> np.ndarray:
         """Embed articles at the lowest priority, now, without queueing: float32 [n, dim].
 
-        For one caller that paces itself (the re-embedding of a new version): it runs
-        whenever no query or article write waits for the backend.
+        For one caller that paces itself (the re-embedding of a new version). On a
+        backend with capacity set apart for it (`isolates_background`) it runs there,
+        next to queries; otherwise whenever no query or article write waits.
         """
         self._raise_if_failed()
         if not documents:
             return np.zeros((0, self._backend.dim), dtype=np.float32)
-        await self._gate.yield_to_queries()
+        if not self._backend.isolates_background:
+            await self._gate.yield_to_queries()
         loop = asyncio.get_running_loop()
         started = loop.time()
         vectors = await self._embed(list(documents), Lane.BACKFILL)
@@ -460,8 +463,11 @@ class MicroBatcher(Generic[P, R]):
         out: np.ndarray | None = None
         for indices in length_buckets([len(row) for row in rows]):
             padded = pad_batch([rows[i] for i in indices])
-            async with self._gate.hold(lane):
-                vectors = await self._backend.embed(padded)
+            if lane is Lane.BACKFILL and self._backend.isolates_background:
+                vectors = await self._backend.embed_background(padded)
+            else:
+                async with self._gate.hold(lane):
+                    vectors = await self._backend.embed(padded)
             if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
                 raise BackendError(f"backend returned {type(vectors).__name__}, not a 2-d array")
             if vectors.shape[0] != len(indices):

@@ -43,7 +43,7 @@ from server.backfill import (
     backfill,
     load_stored_vectors,
 )
-from server.errors import NotReady, ServiceError
+from server.errors import InvalidRequest, NotReady, ServiceError
 from server.model_versions import ModelVersion, VersionStatus
 from server.serving_model import ServingModel
 from server.store import ArticleStore, StoreError, VersionRecord, VersionRole
@@ -154,6 +154,20 @@ class ModelLifecycle:
         """The candidate on its way in, if any."""
         standby = self._standby
         return standby if standby is not None and standby.role is VersionRole.CANDIDATE else None
+
+    def serving(self, number: int) -> ServingModel:
+        """The version if it can answer queries: active, or a complete standby."""
+        active, standby = self.active, self._standby
+        if number == active.number:
+            return active
+        if standby is not None and standby.number == number and standby.complete:
+            return standby.model
+        kept = f", complete standby {standby.number}" if standby and standby.complete else ""
+        raise InvalidRequest(
+            f"model version {number} is not serving (active {active.number}{kept})",
+            "version_not_serving",
+            409,
+        )
 
     def live_models(self) -> list[ServingModel]:
         """Every version an article write must embed with, the active one first."""
@@ -279,20 +293,29 @@ class ModelLifecycle:
             return Activation(active.number, switched=False, pending=standby)
 
     async def check_repository(self) -> None:
-        """Take the newest version the store has never seen as the next candidate."""
+        """Verify version directories not seen before (each once), and take the newest
+        version the store has no record of as the next candidate."""
         numbers = await asyncio.to_thread(list_versions, self._repository)
         for gone in self._versions.keys() - set(numbers):
             del self._versions[gone]
+        for number in numbers:
+            if number not in self._versions:
+                status = await asyncio.to_thread(self._verify, number)
+                if status is not None:
+                    self._versions[number] = status
         newest_known = max(self._records, default=0)
-        for number in sorted((n for n in numbers if n > newest_known), reverse=True):
+        for number in sorted((n for n in self._versions if n > newest_known), reverse=True):
             async with self._lock:
                 if number in self._records:  # an operator got there first
                     return
+                status = self._versions[number]
+                if status.version is None:
+                    await self._save_record(number, VersionRole.FAILED, status.error or "invalid")
+                    continue  # an older new version may do
                 try:
-                    version = await self._verified(number)
-                    await self._load_standby(version, VersionRole.CANDIDATE)
+                    await self._load_standby(status.version, VersionRole.CANDIDATE)
                 except VersionRejected:
-                    continue  # marked failed; an older new version may do
+                    continue  # marked failed
                 log.info("new model version %d: re-embedding articles before switching", number)
                 return
 
@@ -358,6 +381,7 @@ class ModelLifecycle:
                         standby.complete = True
                         if standby.role is VersionRole.CANDIDATE:
                             await self._switch_locked(standby)
+                    await standby.model.backend.end_background()
                     return
             except (BackendError, StoreError, ServiceError) as exc:
                 standby.progress.last_error = str(exc)

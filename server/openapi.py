@@ -26,7 +26,8 @@ def json_body(schema: dict[str, Any], description: str = "") -> dict[str, Any]:
 def errors(*statuses: int) -> dict[str, Any]:
     texts = {
         400: "body is not UTF-8 JSON",
-        404: "unknown account or article",
+        404: "unknown account, article or model version",
+        409: "the model version asked for is not serving",
         413: "body too large",
         422: "invalid field",
         503: "overloaded or not ready (Retry-After)",
@@ -84,6 +85,12 @@ SCHEMAS: dict[str, Any] = {
                 "default": DEFAULT_TOP_K,
             },
             "locale": LOCALE_SCHEMA,
+            "model_version": {
+                "type": "integer",
+                "minimum": 1,
+                "description": "rank with this version instead of the active one: it must "
+                "be serving (active, or the complete standby; else 409)",
+            },
         },
     },
     "Recommendation": {
@@ -158,7 +165,7 @@ DOCUMENT: dict[str, Any] = {
                 "requestBody": {"required": True, **json_body(ref("RecommendationRequest"))},
                 "responses": {
                     "200": json_body(ref("Recommendation"), "ranked articles"),
-                    **errors(400, 404, 413, 422, 503),
+                    **errors(400, 404, 409, 413, 422, 503),
                 },
             }
         },

@@ -27,6 +27,7 @@ class RecommendationQuery:
     text: str
     top_k: int
     locale: str | None
+    model_version: int | None = None  # None: the active version
 
 
 @dataclass(frozen=True)
@@ -142,6 +143,15 @@ def top_k_field(data: dict[str, Any]) -> int:
     return value
 
 
+def optional_version(data: dict[str, Any]) -> int | None:
+    value = data.get("model_version")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise InvalidRequest(f"'model_version' must be a positive integer, got {value!r}")
+    return value
+
+
 def checked_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not is_valid_id(value):
         raise InvalidRequest(
@@ -159,6 +169,7 @@ def parse_recommendation(data: object) -> RecommendationQuery:
         text=non_blank(body, "text"),
         top_k=top_k_field(body),
         locale=optional_locale(body),
+        model_version=optional_version(body),
     )
 
 

@@ -235,11 +235,19 @@ class RecommendationService:
     # --- operations ------------------------------------------------------------
 
     async def recommend(
-        self, account_id: str, text: str, top_k: int, locale: str | None
+        self,
+        account_id: str,
+        text: str,
+        top_k: int,
+        locale: str | None,
+        model_version: int | None = None,
     ) -> Recommendation:
-        # One read of the active version: its backend embeds the query and its index
-        # ranks it, whatever switch happens meanwhile.
-        model = self._ready().active
+        """Rank with the active version, or with `model_version` if it serves (active, or
+        a complete standby: how an A/B split or a comparison picks the other version)."""
+        # One read of the version: its backend embeds the query and its index ranks
+        # it, whatever switch happens meanwhile.
+        lifecycle = self._ready()
+        model = lifecycle.active if model_version is None else lifecycle.serving(model_version)
         if model.index.account(account_id) is None:
             raise UnknownAccount(account_id)
         articles = await model.rank(text, RankRequest(account_id, top_k, locale))

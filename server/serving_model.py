@@ -98,7 +98,7 @@ class ServingModel:
             require_tokens(token_ids)
         except InvalidRequest as exc:
             raise BackendLoadError(f"smoke test: {exc}") from exc
-        vectors = await self.batcher.embed_background(token_ids)
+        vectors = await self.batcher.embed_documents(token_ids)
         if vectors.shape != (len(SMOKE_TEXTS), self.index.dim):
             raise BackendLoadError(f"smoke test: vectors of shape {vectors.shape}")
         similarity = vectors @ vectors.T

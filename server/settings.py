@@ -38,6 +38,7 @@ SETTING_HELP: Final[dict[str, str]] = {
     "repository_poll_s": "seconds between checks of the repository for new versions (0: off)",
     "backfill_share": "most of the backend's time re-embedding for a new version may take (0-1]",
     "backfill_step_tokens": "most padded tokens per re-embedding call (a query waits <= one)",
+    "backfill_threads": "embedded: ONNX Runtime threads of the re-embedding session",
 }
 
 
@@ -64,8 +65,9 @@ class Settings:
     triton_url: str = ""
     triton_timeout_s: float = 5.0
     repository_poll_s: float = 2.0
-    backfill_share: float = 0.5
+    backfill_share: float = 1.0
     backfill_step_tokens: int = 256
+    backfill_threads: int = 1
 
     def __post_init__(self) -> None:
         positive = (
@@ -79,6 +81,7 @@ class Settings:
             "max_import_bytes",
             "retry_after_s",
             "backfill_step_tokens",
+            "backfill_threads",
         )
         for name in positive:
             if getattr(self, name) <= 0:

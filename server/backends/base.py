@@ -43,6 +43,19 @@ class EmbeddingBackend(Protocol):
         """int32 [batch, seq] (0-padded) → float32 [batch, dim] unit vectors."""
         ...
 
+    @property
+    def isolates_background(self) -> bool:
+        """True if `embed_background` runs on capacity of its own, next to `embed`."""
+        ...
+
+    async def embed_background(self, token_ids: np.ndarray) -> np.ndarray:
+        """As `embed`, for re-embedding articles in the background."""
+        ...
+
+    async def end_background(self) -> None:
+        """Free what `embed_background` holds (the re-embedding is over)."""
+        ...
+
     async def health(self) -> bool: ...
 
     async def close(self) -> None: ...
@@ -71,6 +84,19 @@ class VersionBackend:
     @property
     def max_length(self) -> int:
         return self._version.metadata.max_length
+
+    # A remote backend (Triton) has no capacity of kbrec's to set apart: background
+    # work is the same call, ordered behind queries by the batcher's ComputeGate.
+    isolates_background = False
+
+    async def embed(self, token_ids: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    async def embed_background(self, token_ids: np.ndarray) -> np.ndarray:
+        return await self.embed(token_ids)
+
+    async def end_background(self) -> None:
+        return None
 
     def _check_input(self, token_ids: np.ndarray) -> None:
         """Raise unless open and given int32 [batch, seq] within the max length."""

@@ -16,7 +16,9 @@ SCORE_DECIMALS = 6
 async def recommend(request: Request) -> JSONResponse:
     service: RecommendationService = request.app.state.service
     query = parse_recommendation(await read_json(request, service.settings.max_body_bytes))
-    result = await service.recommend(query.account_id, query.text, query.top_k, query.locale)
+    result = await service.recommend(
+        query.account_id, query.text, query.top_k, query.locale, query.model_version
+    )
     return JSONResponse(
         {
             "request_id": uuid.uuid4().hex,

@@ -173,6 +173,14 @@ class FakeBackend:
         summed = (self.table[token_ids] * mask).sum(axis=1)
         return normalize_rows(summed / np.maximum(mask.sum(axis=1), 1))
 
+    isolates_background = False
+
+    async def embed_background(self, token_ids: np.ndarray) -> np.ndarray:
+        return await self.embed(token_ids)
+
+    async def end_background(self) -> None:
+        return None
+
     async def health(self) -> bool:
         return not self.closed
 

@@ -5,6 +5,7 @@ recommendation traffic that never stops while versions come and go.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +15,8 @@ import pytest
 from serving_helpers import metric_value, serve_in_thread, wait_ready, wait_until
 from upgrade_helpers import (
     BULK,
+    STEADY,
+    OfflineVersion,
     models,
     run_upgrade_scenario,
     seed_articles,
@@ -23,6 +26,7 @@ from upgrade_helpers import (
     wait_active,
 )
 
+from kbrec.repository import version_dir
 from server.app import create_app
 from server.settings import Settings
 
@@ -75,9 +79,9 @@ def test_a_restart_in_mid_backfill_resumes_it(tmp_path: Path) -> None:
             assert first["upgrade"]["articles_done"] >= done_before
         wait_active(http, 2)
         metrics = http.get("/metrics").text
-    # Only what was missing was embedded again (plus the 3 texts of the smoke test).
+    # Only what was missing was embedded again.
     embedded = metric_value(metrics, "kbrec_embedded_rows_total", {"lane": "backfill"})
-    assert embedded == corpus.total - done_before + 3
+    assert embedded == corpus.total - done_before
     assert stored_vector_counts(db) == {1: corpus.total, 2: corpus.total}
 
 
@@ -98,3 +102,64 @@ def test_a_new_candidate_retires_the_previous_version_and_its_vectors(tmp_path: 
         assert http.delete(f"/v1/accounts/{BULK}/articles/{BULK}-001").status_code == 204
     assert stored_vector_counts(db) == {2: corpus.total - 1, 3: corpus.total - 1}
     assert version_roles(db) == {1: "retired", 2: "previous", 3: "active"}
+
+
+def test_startup_skips_a_version_that_fails_to_load(tmp_path: Path) -> None:
+    repository, db = tmp_path / "repository", tmp_path / "kbrec.sqlite"
+    publish = version_publisher(repository, triton=False)
+    publish(seed=0)
+    publish(seed=1, kind="wrong_dim")  # newest, valid files, but the model is not what it says
+    with serving(repository, db) as url, httpx.Client(base_url=url) as http:
+        snapshot = models(http)
+        assert snapshot["active_version"] == 1
+        assert [(v["version"], v["state"]) for v in snapshot["versions"]] == [
+            (1, "active"),
+            (2, "failed"),
+        ]
+        assert "expected" in snapshot["versions"][1]["error"]
+    assert version_roles(db) == {1: "active", 2: "failed"}
+
+
+def test_a_version_replaced_under_its_number_is_embedded_afresh(tmp_path: Path) -> None:
+    """Version directories are immutable by contract; if one is replaced anyway, its
+    stored vectors belong to another model and must not be ranked against."""
+    repository, db = tmp_path / "repository", tmp_path / "kbrec.sqlite"
+    publish = version_publisher(repository, triton=False)
+    publish(seed=0)
+    with serving(repository, db) as url, httpx.Client(base_url=url) as http:
+        corpus = seed_articles(http, bulk=10)
+    shutil.rmtree(version_dir(repository, 1))
+    assert publish(seed=7) == 1
+    offline = OfflineVersion(repository, 1)
+    with serving(repository, db) as url, httpx.Client(base_url=url) as http:
+        query = corpus.steady[0].title
+        body = {"account_id": STEADY, "text": query, "top_k": len(corpus.steady)}
+        ranking = http.post("/v1/recommendations", json=body).json()["articles"]
+        expected = offline.rank(query, corpus.steady, len(corpus.steady))
+        assert [a["article_id"] for a in ranking] == [a for a, _ in expected]
+
+
+@pytest.mark.parametrize(
+    ("version", "status", "code"),
+    [
+        ("abc", 422, "validation_error"),
+        ("0", 422, "validation_error"),
+        ("7", 404, "version_not_found"),
+    ],
+)
+def test_activate_rejects_what_it_cannot_activate(
+    tmp_path: Path, version: str, status: int, code: str
+) -> None:
+    repository, db = tmp_path / "repository", tmp_path / "kbrec.sqlite"
+    version_publisher(repository, triton=False)(seed=0)
+    with serving(repository, db) as url, httpx.Client(base_url=url) as http:
+        response = http.post(f"/v1/models/{version}/activate")
+        assert response.status_code == status
+        assert response.json()["error"]["code"] == code
+        assert activate_ok(http, 1) == {"active_version": 1, "switched": False}
+
+
+def activate_ok(http: httpx.Client, number: int) -> dict:
+    response = http.post(f"/v1/models/{number}/activate")
+    assert response.status_code == 200, response.text
+    return {key: response.json()[key] for key in ("active_version", "switched")}

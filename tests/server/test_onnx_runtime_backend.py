@@ -117,3 +117,27 @@ def test_a_model_that_is_not_onnx_fails_to_load(tmp_path: Path, bow_repository: 
             await OnnxRuntimeBackend.open(version)
 
     run(test)
+
+
+def test_background_embedding_runs_on_a_session_of_its_own(bow_repository: Path) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(version, background_threads=1)
+        assert backend.isolates_background
+        token_ids = np.array([[2, 10, 11, 3, 0], [2, 12, 13, 14, 3]], dtype=np.int32)
+        assert backend._background is None  # created on first use only
+        # Both sessions at once, as a query and a re-embedding step would run.
+        apart, main = await asyncio.gather(
+            backend.embed_background(token_ids), backend.embed(token_ids)
+        )
+        assert backend._background is not None
+        np.testing.assert_allclose(apart, main, atol=1e-6)
+        await backend.end_background()
+        assert backend._background is None
+        await backend.close()
+        with pytest.raises(BackendUnavailable):
+            await backend.embed_background(token_ids)
+
+    run(test)

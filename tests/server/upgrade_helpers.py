@@ -360,6 +360,14 @@ def run_upgrade_scenario(base_url: str, repository: Path, db: Path, publish_kind
         assert version_entry(after, 1)["state"] == "previous"
         # Articles written during the backfill are recommendable on the new version ...
         check_fresh(http, corpus, offline[2], 2)
+        # Two versions serve at once: the previous one answers when asked by number.
+        pinned = Response(0, queries[0], None, [])
+        body = {"account_id": STEADY, "text": pinned.text, "top_k": top_k, "model_version": 1}
+        reply = http.post("/v1/recommendations", json=body)
+        pinned.status, pinned.version = reply.status_code, reply.json()["model_version"]
+        pinned.ranking = [(a["article_id"], a["score"]) for a in reply.json()["articles"]]
+        assert pinned.version == 1
+        check_rankings([pinned], offline, corpus.steady, top_k)
 
         # ... and on the previous one: a rollback is instant and complete.
         with Traffic(base_url, queries, top_k) as traffic:
@@ -390,6 +398,10 @@ def run_upgrade_scenario(base_url: str, repository: Path, db: Path, publish_kind
         again = activate(http, 3)
         assert again.status_code == 422 and again.json()["error"]["code"] == "version_rejected"
         assert activate(http, 99).status_code == 404
+        body = {"account_id": STEADY, "text": "x", "model_version": 3}
+        not_serving = http.post("/v1/recommendations", json=body)
+        assert not_serving.status_code == 409, not_serving.text
+        assert not_serving.json()["error"]["code"] == "version_not_serving"
         final = models(http)
         assert final["active_version"] == 2
         assert version_entry(final, 1)["state"] == "previous"  # kept: the failures retired nothing
