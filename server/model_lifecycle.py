@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kbrec.repository import RepositoryError, list_versions, verify_version, version_dir
+from kbrec.repository import list_versions
 from server.backends.base import BackendError
 from server.backfill import (
     BackfillPacing,
@@ -44,7 +44,7 @@ from server.backfill import (
     load_stored_vectors,
 )
 from server.errors import InvalidRequest, NotReady, ServiceError
-from server.model_versions import ModelVersion, VersionStatus
+from server.model_versions import ModelVersion, VersionStatus, scan_repository, verify_status
 from server.serving_model import ServingModel
 from server.store import ArticleStore, StoreError, VersionRecord, VersionRole
 
@@ -457,10 +457,8 @@ class ModelLifecycle:
         return None if status is None else status.version
 
     async def _rescan(self) -> None:
-        numbers = await asyncio.to_thread(list_versions, self._repository)
-        self._versions = {}
-        for number in numbers:
-            self._versions[number] = await asyncio.to_thread(self._verify, number)
+        scan = await asyncio.to_thread(scan_repository, self._repository)
+        self._versions = {status.number: status for status in scan.statuses}
 
     async def _verified(self, number: int) -> ModelVersion:
         """Verify (again) a version directory; a failure is recorded."""
@@ -475,15 +473,7 @@ class ModelLifecycle:
         return status.version
 
     def _verify(self, number: int) -> VersionStatus | None:
-        path = version_dir(self._repository, number)
-        if not path.is_dir():
-            return None
-        try:
-            metadata = verify_version(path)
-        except RepositoryError as exc:
-            log.warning("model version %d is invalid: %s", number, exc)
-            return VersionStatus(number, None, str(exc))
-        return VersionStatus(number, ModelVersion(number, path, metadata))
+        return verify_status(self._repository, number)
 
     async def _save(self, version: ModelVersion, role: VersionRole, error: str | None = None):
         await self._save_record(version.number, role, error, version.metadata.model_sha256)

@@ -1,8 +1,8 @@
 """Which versions the model repository holds, and which one may be served.
 
 A version is servable once `kbrec.repository.verify_version` accepts it (metadata
-parses, files match their checksums); invalid versions are skipped with a logged
-reason and never activated.
+parses, files match their checksums); invalid versions are reported with a
+logged reason and never activated.
 """
 
 from __future__ import annotations
@@ -55,16 +55,21 @@ class RepositoryScan:
         return valid[-1] if valid else None
 
 
+def verify_status(repository: Path, number: int) -> VersionStatus | None:
+    """Verify one version directory (reads and hashes its files: call off the event
+    loop); None if there is no such directory."""
+    path = version_dir(repository, number)
+    if not path.is_dir():
+        return None
+    try:
+        metadata = verify_version(path)
+    except RepositoryError as exc:
+        log.warning("model version %d is invalid: %s", number, exc)
+        return VersionStatus(number, None, str(exc))
+    return VersionStatus(number, ModelVersion(number, path, metadata))
+
+
 def scan_repository(repository: Path) -> RepositoryScan:
-    """Verify every published version (reads and hashes the files: call off the event loop)."""
-    statuses = []
-    for number in list_versions(repository):
-        path = version_dir(repository, number)
-        try:
-            metadata = verify_version(path)
-        except RepositoryError as exc:
-            log.warning("skipping model version %d: %s", number, exc)
-            statuses.append(VersionStatus(number, None, str(exc)))
-            continue
-        statuses.append(VersionStatus(number, ModelVersion(number, path, metadata)))
-    return RepositoryScan(tuple(statuses))
+    """Every published version with its verification outcome, newest last."""
+    statuses = (verify_status(repository, number) for number in list_versions(repository))
+    return RepositoryScan(tuple(status for status in statuses if status is not None))
