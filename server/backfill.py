@@ -103,11 +103,15 @@ async def backfill(
     commit_lock: asyncio.Lock,
     pacing: BackfillPacing,
     progress: BackfillProgress,
+    *,
+    background: bool = True,
 ) -> None:
     """Embed, store and index every article lacking a vector of `model`'s version.
 
-    Returns when a fresh count finds none missing; errors propagate (the caller
-    retries: what was committed stays done).
+    `background`: as background work beside live queries (else on the serving path,
+    at full speed: for the index build before the service is ready). Returns when a
+    fresh count finds none missing; errors propagate (the caller retries: what was
+    committed stays done).
     """
     dim = model.index.dim
     while True:
@@ -118,7 +122,11 @@ async def backfill(
         log.info("version %d: %d articles to embed", model.number, len(missing))
         for start in range(0, len(missing), COMMIT_CHUNK):
             chunk = missing[start : start + COMMIT_CHUNK]
-            vectors = await embed_paced(model, chunk, pacing)
+            if background:
+                vectors = await embed_paced(model, chunk, pacing)
+            else:
+                token_ids = await model.tokenizer.encode([article_text(s.article) for s in chunk])
+                vectors = await model.batcher.embed_documents(token_ids, wait_for_room=True)
             writes = [
                 EmbeddingWrite(s.article.account_id, s.article.article_id, v, s.revision)
                 for s, v in zip(chunk, vectors, strict=True)

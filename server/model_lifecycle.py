@@ -233,7 +233,9 @@ class ModelLifecycle:
             missing,
         )
         progress = BackfillProgress(model.number)
-        await backfill(self._store, model, self.commit_lock, BackfillPacing(), progress)
+        await backfill(
+            self._store, model, self.commit_lock, BackfillPacing(), progress, background=False
+        )
 
     async def start_background(self) -> None:
         """Once serving: resume a recorded standby, delete vectors no longer kept, watch."""

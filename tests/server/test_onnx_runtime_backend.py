@@ -77,7 +77,7 @@ def test_the_newest_valid_version_wins_and_invalid_ones_are_skipped(
     assert [s.number for s in scan.statuses] == [1, 2, 3]
     assert scan.newest_valid is not None and scan.newest_valid.number == 2
     assert scan.statuses[2].version is None and "sha256" in (scan.statuses[2].error or "")
-    assert "skipping model version 3" in caplog.text
+    assert "model version 3 is invalid" in caplog.text
 
 
 def test_no_version_at_all(tmp_path: Path) -> None:
