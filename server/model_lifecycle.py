@@ -214,6 +214,9 @@ class ModelLifecycle:
                 continue
             self._active = model
             await self._save(version, VersionRole.ACTIVE)
+            for record in list(self._records.values()):  # one active record, always
+                if record.role is VersionRole.ACTIVE and record.version != version.number:
+                    await self._save_record(record.version, VersionRole.RETIRED, record.error)
             return model
         raise StartupError(
             f"no valid model version in {self._repository} "
@@ -240,7 +243,7 @@ class ModelLifecycle:
     async def start_background(self) -> None:
         """Once serving: resume a recorded standby, delete vectors no longer kept, watch."""
         async with self._lock:
-            for record in self._records.values():
+            for record in list(self._records.values()):
                 if record.role not in (VersionRole.CANDIDATE, VersionRole.PREVIOUS):
                     continue
                 version = self._valid(record.version)

@@ -163,3 +163,21 @@ def activate_ok(http: httpx.Client, number: int) -> dict:
     response = http.post(f"/v1/models/{number}/activate")
     assert response.status_code == 200, response.text
     return {key: response.json()[key] for key in ("active_version", "switched")}
+
+
+def test_a_removed_active_version_falls_back_to_the_previous_one(tmp_path: Path) -> None:
+    repository, db = tmp_path / "repository", tmp_path / "kbrec.sqlite"
+    publish = version_publisher(repository, triton=False)
+    publish(seed=0)
+    with serving(repository, db, backfill_share=1.0) as url, httpx.Client(base_url=url) as http:
+        corpus = seed_articles(http, bulk=10)
+        publish(seed=1)
+        wait_active(http, 2)
+    shutil.rmtree(version_dir(repository, 2))
+    with serving(repository, db) as url, httpx.Client(base_url=url) as http:
+        snapshot = models(http)
+        assert snapshot["active_version"] == 1
+        metrics = http.get("/metrics").text
+    assert metric_value(metrics, "kbrec_embedded_rows_total", {"lane": "ingest"}) == 0
+    assert version_roles(db) == {1: "active", 2: "retired"}
+    assert stored_vector_counts(db) == {1: corpus.total}
