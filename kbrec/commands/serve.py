@@ -17,10 +17,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve",
         help="serve article recommendations over HTTP",
-        description="Load the newest valid model version from the repository, open the "
-        "article store, build the ranking index and serve the HTTP API (see "
-        "/openapi.json). Every flag can also be set as the KBREC_<NAME> environment "
-        "variable; flags win.",
+        description="Load the model version to serve (the one the article store recorded "
+        "as active, else the newest valid one), open the store, build the ranking index "
+        "and serve the HTTP API (see /openapi.json). New versions published into the "
+        "repository are validated, their articles re-embedded in the background, and "
+        "switched in without a failed request (rollback: POST /v1/models/N/activate). "
+        "Every flag can also be set as the KBREC_<NAME> environment variable; flags win.",
     )
     for settings_field in dataclasses.fields(Settings):
         flag = "--" + settings_field.name.replace("_", "-")
