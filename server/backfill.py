@@ -125,8 +125,7 @@ async def backfill(
             if background:
                 vectors = await embed_paced(model, chunk, pacing)
             else:
-                token_ids = await model.tokenizer.encode([article_text(s.article) for s in chunk])
-                vectors = await model.batcher.embed_documents(token_ids, wait_for_room=True)
+                vectors = await model.embed_articles([s.article for s in chunk], bulk=True)
             writes = [
                 EmbeddingWrite(s.article.account_id, s.article.article_id, v, s.revision)
                 for s, v in zip(chunk, vectors, strict=True)

@@ -305,7 +305,7 @@ class ModelLifecycle:
             del self._versions[gone]
         for number in numbers:
             if number not in self._versions:
-                status = await asyncio.to_thread(self._verify, number)
+                status = await asyncio.to_thread(verify_status, self._repository, number)
                 if status is not None:
                     self._versions[number] = status
         newest_known = max(self._records, default=0)
@@ -467,7 +467,7 @@ class ModelLifecycle:
 
     async def _verified(self, number: int) -> ModelVersion:
         """Verify (again) a version directory; a failure is recorded."""
-        status = await asyncio.to_thread(self._verify, number)
+        status = await asyncio.to_thread(verify_status, self._repository, number)
         if status is None:
             raise VersionNotFound(number)
         self._versions[number] = status
@@ -476,9 +476,6 @@ class ModelLifecycle:
             await self._save_record(number, VersionRole.FAILED, reason)
             raise VersionRejected(number, reason)
         return status.version
-
-    def _verify(self, number: int) -> VersionStatus | None:
-        return verify_status(self._repository, number)
 
     async def _save(self, version: ModelVersion, role: VersionRole, error: str | None = None):
         await self._save_record(version.number, role, error, version.metadata.model_sha256)
