@@ -6,13 +6,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from loadtest_helpers import QUERIES, config, small_workload
+from local_triton import require_triton_env, triton_launch
 from tritonclient.utils import InferenceServerException
 
 from kbrec.repository import METADATA_FILE, TOKENIZER_FILE, VersionMetadata
@@ -95,23 +95,10 @@ def test_grpc_failures_are_counted_by_kind() -> None:
 
 @pytest.fixture(scope="module")
 def triton_url(tiny_model_repository: Path) -> Iterator[str]:
-    from server.triton.environment import TritonEnvError, TritonEnvironment
-    from server.triton.launcher import TritonLaunch, TritonPorts, TritonServer
+    from server.triton.launcher import TritonServer
 
-    environment = Path(__file__).resolve().parents[2] / ".venv-triton"
-    try:
-        TritonEnvironment.locate(environment).check()
-    except TritonEnvError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"the local Triton is missing in CI: {exc}")
-        pytest.skip(str(exc))
-    launch = TritonLaunch(
-        repository=tiny_model_repository,
-        ports=TritonPorts.free(),
-        environment=environment,
-        ready_timeout_s=120,
-        exit_timeout_s=5,
-    )
+    require_triton_env()
+    launch = triton_launch(tiny_model_repository)
     with TritonServer(launch) as server:
         yield server.grpc_url
 

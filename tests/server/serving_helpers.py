@@ -123,13 +123,22 @@ def publish_bag_of_words_version(
     version: int | None = None,
 ) -> int:
     """Publish a valid version (bag-of-words ONNX + word tokenizer) and return its number."""
+    return publish(
+        repository, lambda out: build_bag_of_words(out, seed, dim, max_length), version=version
+    )
 
-    def build(out: Path) -> None:
-        write_word_tokenizer(out / TOKENIZER_FILE)
-        write_bag_of_words_onnx(out / MODEL_FILE, embedding_table(vocab_size(), dim, seed))
-        write_metadata(out, dim, max_length)
 
-    return publish(repository, build, version=version)
+def build_bag_of_words(
+    out: Path,
+    seed: int,
+    dim: int = DIM,
+    max_length: int = MAX_LENGTH,
+    metadata_dim: int | None = None,
+) -> None:
+    """A bag-of-words version's files; `metadata_dim` makes metadata.json lie about dim."""
+    write_word_tokenizer(out / TOKENIZER_FILE)
+    write_bag_of_words_onnx(out / MODEL_FILE, embedding_table(vocab_size(), dim, seed))
+    write_metadata(out, metadata_dim or dim, max_length)
 
 
 def write_metadata(out: Path, dim: int, max_length: int) -> None:

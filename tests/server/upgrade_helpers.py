@@ -20,12 +20,8 @@ from serving_helpers import (
     DIM,
     MAX_LENGTH,
     VOCAB_WORDS,
-    embedding_table,
-    vocab_size,
+    build_bag_of_words,
     wait_until,
-    write_bag_of_words_onnx,
-    write_metadata,
-    write_word_tokenizer,
 )
 
 from conversion.convert import (
@@ -48,12 +44,6 @@ BULK = "bulk"  # enough articles for a backfill to take a while
 
 
 # --- versions ------------------------------------------------------------------
-
-
-def build_bag_of_words(out: Path, seed: int, dim: int = DIM, metadata_dim: int | None = None):
-    write_word_tokenizer(out / TOKENIZER_FILE)
-    write_bag_of_words_onnx(out / MODEL_FILE, embedding_table(vocab_size(), dim, seed))
-    write_metadata(out, metadata_dim or dim, MAX_LENGTH)
 
 
 def add_python_backend_files(out: Path) -> None:

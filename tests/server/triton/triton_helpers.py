@@ -1,36 +1,13 @@
-"""Helpers of the Triton tests: the local Triton environment and launches on free ports."""
+"""Helpers of the Triton tests: the local Triton (tests/local_triton.py) and a Triton a
+test may stop and start again."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from local_triton import TRITON_ENV, require_triton_env, triton_launch
 
-import pytest
-from serving_helpers import REPO_ROOT
+from server.triton.launcher import TritonLaunch, TritonServer
 
-from server.triton.environment import TritonEnvError, TritonEnvironment
-from server.triton.launcher import TritonLaunch, TritonPorts, TritonServer
-
-TRITON_ENV = REPO_ROOT / ".venv-triton"
-
-
-def require_triton_env() -> None:
-    try:
-        TritonEnvironment.locate(TRITON_ENV).check()
-    except TritonEnvError as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"the local Triton is missing in CI: {exc}")
-        pytest.skip(str(exc))
-
-
-def triton_launch(repository: Path, ports: TritonPorts | None = None) -> TritonLaunch:
-    return TritonLaunch(
-        repository=repository,
-        ports=ports or TritonPorts.free(),
-        environment=TRITON_ENV,
-        ready_timeout_s=120,
-        exit_timeout_s=5,
-    )
+__all__ = ["TRITON_ENV", "RestartableTriton", "require_triton_env", "triton_launch"]
 
 
 class RestartableTriton:

@@ -1,0 +1,36 @@
+"""The local Triton of the tests (`make triton-env`): its check and its launches on free ports.
+
+Shared by tests/server/triton and tests/loadtest, hence in tests/ (on sys.path).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from server.triton.environment import TritonEnvError, TritonEnvironment
+from server.triton.launcher import TritonLaunch, TritonPorts
+
+TRITON_ENV = Path(__file__).resolve().parents[1] / ".venv-triton"
+
+
+def require_triton_env() -> None:
+    """Skip without the local Triton on a developer machine; fail in CI (CI=true)."""
+    try:
+        TritonEnvironment.locate(TRITON_ENV).check()
+    except TritonEnvError as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"the local Triton is missing in CI: {exc}")
+        pytest.skip(str(exc))
+
+
+def triton_launch(repository: Path, ports: TritonPorts | None = None) -> TritonLaunch:
+    return TritonLaunch(
+        repository=repository,
+        ports=ports or TritonPorts.free(),
+        environment=TRITON_ENV,
+        ready_timeout_s=120,
+        exit_timeout_s=5,
+    )
