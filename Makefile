@@ -45,7 +45,7 @@ $(TRITON_STAMP):
 	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
 	$(TRITON_VENV)/bin/pip install --quiet \
 		nvidia-pytriton==$(PYTRITON_VERSION) onnxruntime==$(TRITON_ORT_VERSION) 'numpy<2'
-	$(TRITON_VENV)/bin/python -m server.triton.environment $(TRITON_VENV)
+	$(TRITON_VENV)/bin/python -m local_triton.environment $(TRITON_VENV)
 	touch $@
 
 lint: install

@@ -28,7 +28,7 @@ import numpy as np
 REPO_ROOT: Final = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from server.backends.onnx_runtime import load_session  # noqa: E402
+from server.inference.backends.onnx_runtime import load_session  # noqa: E402
 
 INPUT, OUTPUT = "input_ids", "embedding"
 

@@ -70,7 +70,7 @@ START_TIMEOUT_S: Final = 900.0
 CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
 READY_LINE: Final = re.compile(r"kbrec ready on (http://\S+) ")
 EMBED_LINE: Final = re.compile(r"index of version \d+: (\d+) stored vectors, (\d+) articles")
-KBREC: Final = (sys.executable, "-m", "kbrec.cli")
+KBREC: Final = (sys.executable, "-m", "cli.main")
 OPEN_LOOP_SEED: Final = 7
 # uvicorn closes keep-alive connections idle for 5 s; like HTTP client pools, reopen
 # a connection idle for longer than this instead of racing the server's close.

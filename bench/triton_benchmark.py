@@ -60,8 +60,8 @@ from bench.ticket_texts import ticket_texts  # noqa: E402
 from conversion.triton_config import MAX_QUEUE_DELAY_US, render_config  # noqa: E402
 from kbrec.repository import CONFIG_FILE, MODEL_NAME, read_metadata, version_dir  # noqa: E402
 from kbrec.tokenization import TextTokenizer  # noqa: E402
-from server.triton.environment import DEFAULT_ENV  # noqa: E402
-from server.triton.launcher import TritonLaunch, TritonPorts, TritonServer  # noqa: E402
+from local_triton.environment import DEFAULT_ENV  # noqa: E402
+from local_triton.launcher import TritonLaunch, TritonPorts, TritonServer  # noqa: E402
 
 EMBEDDED: Final = "kbrec embedded"
 THROUGH_TRITON: Final = "kbrec → Triton"
@@ -99,7 +99,7 @@ class TritonPool:
     def __init__(self, url: str, rows: Sequence[np.ndarray], version: int) -> None:
         import tritonclient.grpc.aio as triton
 
-        from server.backends.triton_grpc import grpc_target
+        from server.inference.backends.triton_grpc import grpc_target
 
         self._client = triton.InferenceServerClient(grpc_target(url))
         self._rows = rows

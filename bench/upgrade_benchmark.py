@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 class Server:
     def __init__(self, repository: Path, db: Path, extra: list[str]) -> None:
-        command = [PYTHON, "-m", "kbrec.cli", "serve", "--port", "0"]
+        command = [PYTHON, "-m", "cli.main", "serve", "--port", "0"]
         command += ["--repository", str(repository), "--db", str(db), "--repository-poll-s", "1"]
         self.process = subprocess.Popen(
             [*command, *extra],
@@ -112,7 +112,7 @@ class Server:
 def loadtest(
     url: str, rate: float, out: Path, corpus: Path, duration_s: float
 ) -> subprocess.Popen[bytes]:
-    command = [PYTHON, "-m", "kbrec.cli", "loadtest", "--url", url, "--rate", str(rate)]
+    command = [PYTHON, "-m", "cli.main", "loadtest", "--url", url, "--rate", str(rate)]
     command += ["--duration", str(duration_s), "--warmup-s", "2", "--window-s", "10"]
     command += ["--workload", f"corpus:{corpus}", "--out", str(out), "--seed", "7"]
     return subprocess.Popen(

@@ -119,6 +119,19 @@ def verify_version(path: Path) -> VersionMetadata:
     return meta
 
 
+@dataclass(frozen=True)
+class ModelVersion:
+    """A version directory that `verify_version` accepted: what a server may load."""
+
+    number: int
+    path: Path
+    metadata: VersionMetadata
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.path / TOKENIZER_FILE
+
+
 def publish_version(
     repository: Path,
     build: Callable[[Path], None],

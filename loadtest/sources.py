@@ -18,8 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
 
-from loadtest.workload import Query, Workload, build_workload
-from training.corpus.records import (
+from kbrec.records import (
     ARTICLES_FILE,
     QUERIES_FILE,
     SPLITS,
@@ -27,6 +26,7 @@ from training.corpus.records import (
     read_articles,
     read_queries,
 )
+from loadtest.workload import Query, Workload, build_workload
 
 DEFAULT_CORPUS: Final = Path("data/corpus")
 DEFAULT_SPLITS: Final = ("validation", "test")

@@ -1,55 +1,40 @@
 """`create_app(settings)`: the Starlette application of the recommendation service.
 
-The lifespan opens the service (model version, backend, batcher, store) and
-closes it; the index is then built in the background while /readyz says 503.
-Tests inject a backend with `backend_opener` (a function of the verified
-`ModelVersion`), so the HTTP logic runs without ONNX Runtime.
+The top of the server's layers (docs/architecture.md): it picks the backend kind,
+wires the service, metrics and routes, and its lifespan opens and closes the
+service; the index is then built in the background while /readyz says 503.
+Tests inject a `BackendProvider` (`backends=`), so the HTTP logic runs without
+ONNX Runtime.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
-from server.backends.onnx_runtime import OnnxRuntimeBackend
-from server.http_errors import EXCEPTION_HANDLERS
-from server.metrics import Metrics, MetricsMiddleware
-from server.model_lifecycle import VersionsKeeper
-from server.routes import ROUTES, route_templates
+from server.http.errors import EXCEPTION_HANDLERS
+from server.http.metrics import Metrics, MetricsMiddleware
+from server.http.routes import ROUTES, route_templates
+from server.inference.backends.base import BackendProvider
+from server.inference.backends.onnx_runtime import OnnxRuntimeProvider
 from server.service import RecommendationService, StoreOpener
-from server.serving_model import BackendOpener
 from server.settings import Settings
-from server.sqlite_store import SqliteArticleStore
+from server.storage.sqlite import SqliteArticleStore
 
 
-def onnx_runtime_opener(settings: Settings) -> BackendOpener:
-    return functools.partial(
-        OnnxRuntimeBackend.open,
-        intra_op_threads=settings.intra_op_threads,
-        background_threads=settings.backfill_threads,
-    )
-
-
-def default_backend_opener(settings: Settings) -> BackendOpener:
+def default_backends(settings: Settings) -> BackendProvider:
     """Triton over gRPC when `triton_url` is set, else the embedded ONNX Runtime."""
-    if settings.triton_url:
-        from server.backends.triton_grpc import triton_opener  # tritonclient only when used
+    inference = settings.inference
+    if inference.triton_url:
+        from server.inference.backends.triton_control import TritonProvider  # tritonclient
 
-        return triton_opener(settings.triton_url, settings.triton_timeout_s)
-    return onnx_runtime_opener(settings)
-
-
-def default_versions_keeper(settings: Settings) -> VersionsKeeper | None:
-    """With Triton, kbrec tells it which versions to keep loaded; in-process, no one."""
-    if not settings.triton_url:
-        return None
-    from server.backends.triton_control import triton_keeper
-
-    return triton_keeper(settings.triton_url, settings.repository)
+        return TritonProvider(
+            inference.triton_url, settings.repository, timeout_s=inference.triton_timeout_s
+        )
+    return OnnxRuntimeProvider(inference.intra_op_threads, inference.backfill_threads)
 
 
 @asynccontextmanager
@@ -65,16 +50,15 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
 def create_app(
     settings: Settings,
     *,
-    backend_opener: BackendOpener | None = None,
+    backends: BackendProvider | None = None,
     store_opener: StoreOpener | None = None,
 ) -> Starlette:
     metrics = Metrics()
     service = RecommendationService(
         settings,
-        backend_opener or default_backend_opener(settings),
+        backends or default_backends(settings),
         store_opener or SqliteArticleStore.open,
-        on_batch=metrics.observe_batch,
-        keep_loaded=None if backend_opener else default_versions_keeper(settings),
+        observer=metrics,
     )
     metrics.watch(service)
     app = Starlette(

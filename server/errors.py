@@ -1,6 +1,6 @@
-"""Errors the service raises for the HTTP layer to map (see `server.http_errors`).
+"""Errors the service raises for the HTTP layer to map (see `server.http.errors`).
 
-Backend failures have their own hierarchy in `server.backends.base`.
+Backend failures have their own hierarchy in `server.inference.backends.base`.
 """
 
 from __future__ import annotations
@@ -38,3 +38,28 @@ class Overloaded(ServiceError):
 
 class NotReady(ServiceError):
     """The model is not loaded or the indexes are not built yet (or the service stopped)."""
+
+
+class StartupError(Exception):
+    """The service cannot start (no servable model version, store unusable)."""
+
+
+class VersionNotFound(ServiceError):
+    def __init__(self, number: int) -> None:
+        super().__init__(f"model version {number} is not in the repository")
+
+
+class VersionRejected(ServiceError):
+    """The version failed validation or loading; it is marked failed with the reason."""
+
+    def __init__(self, number: int, reason: str) -> None:
+        super().__init__(f"model version {number} was rejected: {reason}")
+        self.reason = reason
+
+
+class VersionNotServing(ServiceError):
+    """A request asked for a version that cannot answer queries now (a 409)."""
+
+    def __init__(self, number: int, active: int, complete_standby: int | None) -> None:
+        kept = f", complete standby {complete_standby}" if complete_standby is not None else ""
+        super().__init__(f"model version {number} is not serving (active {active}{kept})")

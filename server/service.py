@@ -10,9 +10,9 @@ repository for new versions.
 Writes are acknowledged only once durable in the store and applied to the
 indexes of every live version (the active one and the standby), so an
 acknowledged article is immediately recommendable, and still is right after a
-switch to the other version. The lifecycle's commit lock orders "commit, then
-apply to the indexes" across writers, and changes of the live set against them:
-a write embedded before a version joined embeds with it too before it commits.
+switch to the other version. `LiveVersions` (server.versions.live_set) owns the
+commit lock that orders them; docs/architecture.md follows a query and a write
+through the layers.
 """
 
 from __future__ import annotations
@@ -27,24 +27,20 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from server.backfill import BackfillPacing, add_to_index
-from server.batching import QUEUED_LANES, BatchingConfig, BatchObserver, ComputeGate, Lane
+from kbrec.records import Article
 from server.errors import ArticleNotFound, NotReady, UnknownAccount
-from server.model_lifecycle import ModelLifecycle, StartupError, VersionsKeeper, utc_now
-from server.model_versions import ModelVersion
-from server.ranking import RankRequest, ScoredArticle
-from server.serving_model import BackendOpener, ServingModel
+from server.inference.backends.base import BackendProvider
+from server.inference.batching import BatchObserver
+from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
+from server.inference.ranking import RankRequest, ScoredArticle
+from server.inference.serving_model import ModelLoader
 from server.settings import Settings
-from server.store import ArticleStore, ArticleWrite, StoredArticle
-from training.corpus.records import Article
+from server.storage.store import ArticleStore, StoredArticle, utc_now
+from server.versions.lifecycle import ModelLifecycle
 
 log = logging.getLogger(__name__)
 
 StoreOpener = Callable[[Path], Awaitable[ArticleStore]]
-
-__all__ = ["RecommendationService", "StartupError", "utc_now"]
 
 
 class State(enum.StrEnum):
@@ -66,35 +62,18 @@ class ImportResult:
     updated: int
 
 
-def batching_config(settings: Settings) -> BatchingConfig:
-    return BatchingConfig(
-        max_batch_size=settings.max_batch_size,
-        max_wait_s=settings.max_wait_ms / 1000,
-        max_queue=settings.max_queue,
-        ingest_max_batch_size=settings.ingest_max_batch_size,
-        ingest_max_queue=settings.ingest_max_queue,
-        ingest_every=settings.ingest_every,
-    )
-
-
-def backfill_pacing(settings: Settings) -> BackfillPacing:
-    return BackfillPacing(share=settings.backfill_share, step_tokens=settings.backfill_step_tokens)
-
-
 class RecommendationService:
     def __init__(
         self,
         settings: Settings,
-        open_backend: BackendOpener,
+        backends: BackendProvider,
         open_store: StoreOpener,
-        on_batch: BatchObserver | None = None,
-        keep_loaded: VersionsKeeper | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         self.settings = settings
-        self._open_backend = open_backend
+        self._backends = backends
         self._open_store = open_store
-        self._on_batch = on_batch
-        self._keep_loaded = keep_loaded
+        self._observer = observer
         self._state = State.STOPPED
         self._failure: BaseException | None = None
         self._store: ArticleStore | None = None
@@ -136,28 +115,23 @@ class RecommendationService:
     async def _open(self) -> None:
         self._store = await self._open_store(self.settings.db)
         self._tokenizer_executor = ThreadPoolExecutor(
-            max_workers=self.settings.tokenizer_threads, thread_name_prefix="tokenize"
+            max_workers=self.settings.inference.tokenizer_threads, thread_name_prefix="tokenize"
+        )
+        loader = ModelLoader(
+            self._backends,
+            self.settings.batching,
+            self._tokenizer_executor,
+            self._gate,
+            self._observer,
         )
         self._lifecycle = ModelLifecycle(
             self.settings.repository,
             self._store,
-            self._open_model,
-            pacing=backfill_pacing(self.settings),
-            keep_loaded=self._keep_loaded,
+            loader,
+            pacing=self.settings.backfill,
             poll_s=self.settings.repository_poll_s,
         )
         await self._lifecycle.open_active()
-
-    async def _open_model(self, version: ModelVersion) -> ServingModel:
-        assert self._tokenizer_executor is not None
-        return await ServingModel.open(
-            version,
-            self._open_backend,
-            batching_config(self.settings),
-            self._tokenizer_executor,
-            self._on_batch,
-            self._gate,
-        )
 
     async def _build_index(self) -> None:
         lifecycle = self._running()
@@ -198,30 +172,30 @@ class RecommendationService:
 
     @property
     def active_version(self) -> int | None:
-        return None if self._lifecycle is None else self._lifecycle.active_number
+        return None if self._lifecycle is None else self._lifecycle.live.active_number
 
     def article_counts(self) -> Iterator[tuple[str, int, int]]:
         """(account, model version, articles) for every account of every loaded version."""
         if self._lifecycle is not None:
-            for model in self._lifecycle.live_models():
+            for model in self._lifecycle.live.models():
                 for account_id, count in model.index.article_counts():
                     yield account_id, model.number, count
 
     def queue_depths(self) -> dict[Lane, int]:
-        models = [] if self._lifecycle is None else self._lifecycle.live_models()
+        models = [] if self._lifecycle is None else self._lifecycle.live.models()
         return {lane: sum(model.batcher.depth(lane) for model in models) for lane in QUEUED_LANES}
 
     async def healthy(self) -> bool:
         if self._state is State.FAILED or self._lifecycle is None:
             return False
         try:
-            model = self._lifecycle.active
+            model = self._lifecycle.live.active
         except NotReady:
             return False
         return model.batcher.healthy and await model.backend.health()
 
     def ready_message(self) -> str:
-        model = self._running().active
+        model = self._running().live.active
         counts = [count for _, count in model.index.article_counts()]
         account = next((account for account, _ in model.index.article_counts()), "acme")
         body = json.dumps({"account_id": account, "text": "how do I reset my password"})
@@ -246,8 +220,8 @@ class RecommendationService:
         a complete standby: how an A/B split or a comparison picks the other version)."""
         # One read of the version: its backend embeds the query and its index ranks
         # it, whatever switch happens meanwhile.
-        lifecycle = self._ready()
-        model = lifecycle.active if model_version is None else lifecycle.serving(model_version)
+        live = self._ready().live
+        model = live.active if model_version is None else live.serving(model_version)
         if model.index.account(account_id) is None:
             raise UnknownAccount(account_id)
         articles = await model.rank(text, RankRequest(account_id, top_k, locale))
@@ -276,46 +250,11 @@ class RecommendationService:
         return stored
 
     async def delete_article(self, account_id: str, article_id: str) -> None:
-        lifecycle = self._ready()
-        async with lifecycle.commit_lock:
-            if not await self.store.delete_article(account_id, article_id):
-                raise ArticleNotFound(account_id, article_id)
-            for model in lifecycle.live_models():
-                model.index.remove(account_id, article_id)
+        if not await self._ready().live.delete_article(account_id, article_id):
+            raise ArticleNotFound(account_id, article_id)
 
     async def _write(self, stored: list[StoredArticle], *, bulk: bool) -> list[bool]:
-        """Embed with every live version, commit durably, apply to every live index."""
-        lifecycle = self._ready()
-        articles = [s.article for s in stored]
-        vectors: dict[int, np.ndarray] = {}
-        while True:
-            await self._embed_missing(lifecycle.live_models(), articles, vectors, bulk=bulk)
-            async with lifecycle.commit_lock:
-                models = lifecycle.live_models()
-                if any(model.number not in vectors for model in models):
-                    continue  # a version joined while embedding: embed with it too
-                writes = [
-                    ArticleWrite(s, {model.number: vectors[model.number][i] for model in models})
-                    for i, s in enumerate(stored)
-                ]
-                created = await self.store.write_articles(writes)
-                for model in models:
-                    add_to_index(model.index, articles, vectors[model.number])
-                return created
-
-    @staticmethod
-    async def _embed_missing(
-        models: Sequence[ServingModel],
-        articles: Sequence[Article],
-        vectors: dict[int, np.ndarray],
-        *,
-        bulk: bool,
-    ) -> None:
-        todo = [model for model in models if model.number not in vectors]
-        results = await asyncio.gather(
-            *(model.embed_articles(articles, bulk=bulk) for model in todo)
-        )
-        vectors.update((model.number, result) for model, result in zip(todo, results, strict=True))
+        return await self._ready().live.write_articles(stored, bulk=bulk)
 
     def _running(self) -> ModelLifecycle:
         if self._lifecycle is None or self._store is None:

@@ -1,26 +1,38 @@
-"""Service settings: one frozen object built from defaults, `KBREC_*` variables and flags.
+"""Service settings: one frozen object of nested sections, built from defaults,
+`KBREC_*` variables and flags.
 
-Every field can be set as the environment variable `KBREC_<FIELD>` (upper case) and
-as the `kbrec serve` flag `--<field-with-dashes>`; flags win over the environment,
-the environment over the defaults.
+Each section belongs to the part it configures and holds the one default of each of
+its knobs: `BatchingConfig` (server.inference.batching), `BackfillPacing`
+(server.versions.backfill), and the sections below. Every knob has a flat name,
+unique across sections (`max_wait_ms`, `backfill_share`, …), which is its
+environment variable `KBREC_<NAME>` and its `kbrec serve` flag `--<name-with-dashes>`;
+flags win over the environment, the environment over the defaults.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from server.inference.batching import BatchingConfig
+from server.versions.backfill import BackfillPacing
+
 ENV_PREFIX = "KBREC_"
 
-# The `kbrec serve --help` text of each field.
+# The `kbrec serve --help` text of each knob.
 SETTING_HELP: Final[dict[str, str]] = {
     "repository": "model repository (Triton layout)",
     "db": "SQLite article store",
+    "repository_poll_s": "seconds between checks of the repository for new versions (0: off)",
     "host": "address to listen on",
     "port": "port to listen on (0: any free port)",
+    "max_body_bytes": "largest request body (413 above)",
+    "max_import_bytes": "largest Zendesk import body (413 above)",
+    "retry_after_s": "Retry-After seconds sent with 429/503",
+    "access_log": "log every request (uvicorn access log)",
     "max_batch_size": "most queries embedded in one backend call",
     "max_wait_ms": "longest a query waits for others to join its batch",
     "max_queue": "queries waiting for a batch before new ones get a 503",
@@ -29,86 +41,132 @@ SETTING_HELP: Final[dict[str, str]] = {
     "ingest_every": "when both wait: query batches run per article batch (article share bound)",
     "intra_op_threads": "ONNX Runtime intra-op threads (0: ONNX Runtime decides)",
     "tokenizer_threads": "threads that tokenize off the event loop",
-    "max_body_bytes": "largest request body (413 above)",
-    "max_import_bytes": "largest Zendesk import body (413 above)",
-    "retry_after_s": "Retry-After seconds sent with 429/503",
-    "access_log": "log every request (uvicorn access log)",
+    "backfill_threads": "embedded: ONNX Runtime threads of the re-embedding session",
     "triton_url": "embed through Triton at grpc://HOST:PORT (empty: embedded ONNX Runtime)",
     "triton_timeout_s": "deadline of every Triton call, seconds (503 when exceeded)",
-    "repository_poll_s": "seconds between checks of the repository for new versions (0: off)",
     "backfill_share": "most of the backend's time re-embedding for a new version may take (0-1]",
     "backfill_step_tokens": "most padded tokens per re-embedding call (a query waits <= one)",
-    "backfill_threads": "embedded: ONNX Runtime threads of the re-embedding session",
 }
 
 
-@dataclass(frozen=True)
-class Settings:
-    """See SETTING_HELP for what each field means."""
+def require_positive(section: object, *names: str) -> None:
+    for name in names:
+        if getattr(section, name) <= 0:
+            raise ValueError(f"{name} must be > 0, got {getattr(section, name)}")
 
-    repository: Path = Path("model_repository")
-    db: Path = Path("data/kbrec.sqlite")
+
+@dataclass(frozen=True)
+class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8000
-    max_batch_size: int = 32
-    max_wait_ms: float = 2.0
-    max_queue: int = 256
-    ingest_max_batch_size: int = 8
-    ingest_max_queue: int = 64
-    ingest_every: int = 4
-    intra_op_threads: int = 0
-    tokenizer_threads: int = 2
     max_body_bytes: int = 1 << 20
     max_import_bytes: int = 64 << 20
     retry_after_s: int = 1
     access_log: bool = False
-    triton_url: str = ""
-    triton_timeout_s: float = 5.0
-    repository_poll_s: float = 2.0
-    backfill_share: float = 1.0
-    backfill_step_tokens: int = 256
-    backfill_threads: int = 1
 
     def __post_init__(self) -> None:
-        positive = (
-            "max_batch_size",
-            "max_queue",
-            "ingest_max_batch_size",
-            "ingest_max_queue",
-            "ingest_every",
-            "tokenizer_threads",
-            "max_body_bytes",
-            "max_import_bytes",
-            "retry_after_s",
-            "backfill_step_tokens",
-            "backfill_threads",
-        )
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        if self.max_queue < self.max_batch_size:
-            raise ValueError("max_queue must be >= max_batch_size, or batches never fill")
-        if self.ingest_max_queue < self.ingest_max_batch_size:
-            raise ValueError("ingest_max_queue must be >= ingest_max_batch_size")
-        if self.max_wait_ms < 0:
-            raise ValueError(f"max_wait_ms must be >= 0, got {self.max_wait_ms}")
-        if self.intra_op_threads < 0:
-            raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+        require_positive(self, "max_body_bytes", "max_import_bytes", "retry_after_s")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+
+
+@dataclass(frozen=True)
+class InferenceSettings:
+    intra_op_threads: int = 0
+    tokenizer_threads: int = 2
+    backfill_threads: int = 1
+    triton_url: str = ""
+    triton_timeout_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        require_positive(self, "tokenizer_threads", "backfill_threads", "triton_timeout_s")
+        if self.intra_op_threads < 0:
+            raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.triton_url and not self.triton_url.startswith("grpc://"):
             raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
+
+
+# A section's knobs are named by its fields, behind this prefix.
+SECTION_PREFIX: Final = {"backfill": "backfill_"}
+
+
+@dataclass(frozen=True)
+class Settings:
+    repository: Path = Path("model_repository")
+    db: Path = Path("data/kbrec.sqlite")
+    repository_poll_s: float = 2.0
+    http: HttpSettings = field(default_factory=HttpSettings)
+    batching: BatchingConfig = field(default_factory=BatchingConfig)
+    inference: InferenceSettings = field(default_factory=InferenceSettings)
+    backfill: BackfillPacing = field(default_factory=BackfillPacing)
+
+    def __post_init__(self) -> None:
         if self.repository_poll_s < 0:
             raise ValueError(f"repository_poll_s must be >= 0, got {self.repository_poll_s}")
-        if not 0 < self.backfill_share <= 1:
-            raise ValueError(f"backfill_share must be in (0, 1], got {self.backfill_share}")
-        if self.triton_timeout_s <= 0:
-            raise ValueError(f"triton_timeout_s must be > 0, got {self.triton_timeout_s}")
+
+    @classmethod
+    def of(cls, **knobs: Any) -> Settings:
+        """Settings from flat knob names (`port=0, max_wait_ms=1`), defaults elsewhere."""
+        unknown = knobs.keys() - KNOBS.keys()
+        if unknown:
+            raise TypeError(f"unknown settings: {sorted(unknown)}")
+        top: dict[str, Any] = {}
+        sections: dict[str, dict[str, Any]] = {}
+        for name, value in knobs.items():
+            section, field_name = KNOBS[name].path
+            if section is None:
+                top[field_name] = value
+            else:
+                sections.setdefault(section, {})[field_name] = value
+        for section, values in sections.items():
+            top[section] = SECTION_TYPES[section](**values)
+        return cls(**top)
 
     @property
     def base_url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        host = f"[{self.http.host}]" if ":" in self.http.host else self.http.host
+        return f"http://{host}:{self.http.port}"
+
+
+@dataclass(frozen=True)
+class Knob:
+    name: str  # flat: the flag and the environment variable
+    path: tuple[str | None, str]  # (section field or None, field in it)
+    field: dataclasses.Field[Any]
+
+    @property
+    def default(self) -> Any:
+        return self.field.default
+
+    def value(self, settings: Settings) -> Any:
+        section, name = self.path
+        holder = settings if section is None else getattr(settings, section)
+        return getattr(holder, name)
+
+
+def _sections() -> dict[str, type[Any]]:
+    return {
+        f.name: f.default_factory  # type: ignore[misc]
+        for f in dataclasses.fields(Settings)
+        if f.default_factory is not dataclasses.MISSING
+    }
+
+
+def _knobs() -> dict[str, Knob]:
+    knobs: dict[str, Knob] = {}
+    for top in dataclasses.fields(Settings):
+        if top.name in SECTION_TYPES:
+            prefix = SECTION_PREFIX.get(top.name, "")
+            for inner in dataclasses.fields(SECTION_TYPES[top.name]):
+                knob = Knob(prefix + inner.name, (top.name, inner.name), inner)
+                knobs[knob.name] = knob
+        else:
+            knobs[top.name] = Knob(top.name, (None, top.name), top)
+    return knobs
+
+
+SECTION_TYPES: Final[dict[str, type[Any]]] = _sections()
+KNOBS: Final[dict[str, Knob]] = _knobs()
 
 
 def parse_bool(text: str) -> bool:
@@ -120,9 +178,9 @@ def parse_bool(text: str) -> bool:
     raise ValueError(f"expected a boolean (1/0, true/false), got {text!r}")
 
 
-def field_parser(settings_field: dataclasses.Field[Any]) -> Callable[[str], Any]:
-    """How a text value (environment variable or flag) becomes the field's type."""
-    default = settings_field.default
+def knob_parser(knob: Knob) -> Callable[[str], Any]:
+    """How a text value (environment variable or flag) becomes the knob's type."""
+    default = knob.default
     if isinstance(default, bool):
         return parse_bool
     if isinstance(default, Path):
@@ -139,17 +197,17 @@ def settings_from(
 ) -> Settings:
     """Defaults, then `KBREC_*` variables, then `overrides` (flags; None means unset).
 
-    Raises ValueError naming the variable or field that is malformed.
+    Raises ValueError naming the variable or knob that is malformed.
     """
     values: dict[str, Any] = {}
-    for settings_field in dataclasses.fields(Settings):
-        variable = env_name(settings_field.name)
+    for knob in KNOBS.values():
+        variable = env_name(knob.name)
         if variable in environ:
             try:
-                values[settings_field.name] = field_parser(settings_field)(environ[variable])
+                values[knob.name] = knob_parser(knob)(environ[variable])
             except ValueError as exc:
                 raise ValueError(f"{variable}: {exc}") from exc
     for name, value in (overrides or {}).items():
         if value is not None:
             values[name] = value
-    return Settings(**values)
+    return Settings.of(**values)

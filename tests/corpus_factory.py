@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.corpus.records import (
+from kbrec.records import (
     ARTICLES_FILE,
     QUERIES_FILE,
     SPLITS,

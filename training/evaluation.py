@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from training.corpus.records import Article, Query
+from kbrec.records import Article, Query
 
 MRR_DEPTH = 10
 

@@ -8,7 +8,7 @@ question lists every article that answers it; a hit on any of them counts.
 
 from __future__ import annotations
 
-from training.corpus.records import Query
+from kbrec.records import Query
 
 FAQ: tuple[tuple[str, str, tuple[str, ...]], ...] = (
     ("writer", "How can I put page numbers at the bottom of every page?",

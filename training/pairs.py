@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from training.corpus.records import Article, Query
+from kbrec.records import Article, Query, article_text
 
 
 @dataclass(frozen=True)
@@ -23,11 +23,6 @@ class Pair:
     anchor: str
     article_id: str
     positive: str
-
-
-def article_text(article: Article) -> str:
-    """How an article is shown to the encoder: title, then body (truncated by the tokenizer)."""
-    return f"{article.title}\n{article.body}"
 
 
 def build_pairs(articles: Sequence[Article], queries: Sequence[Query]) -> list[Pair]:

@@ -11,15 +11,16 @@ from pathlib import Path
 import tensorflow as tf
 
 from kbrec.errors import CommandError
-from kbrec.tokenization import TextTokenizer
-from training.corpus.records import (
+from kbrec.records import (
     ARTICLES_FILE,
     QUERIES_FILE,
     Article,
     Query,
+    article_text,
     read_articles,
     read_queries,
 )
+from kbrec.tokenization import TextTokenizer
 from training.embedding import make_embedder
 from training.encoder import EncoderConfig, TextEncoder, build_encoder
 from training.evaluation import (
@@ -32,7 +33,6 @@ from training.evaluation import (
 )
 from training.export import export_encoder, read_config
 from training.faq import faq_queries
-from training.pairs import article_text
 from training.pretrained import load_minilm, tokenizer_path
 from training.train import TrainConfig, train
 

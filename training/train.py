@@ -12,8 +12,8 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+from kbrec.records import Article, Query
 from kbrec.tokenization import TextTokenizer
-from training.corpus.records import Article, Query
 from training.encoder import TextEncoder
 from training.pairs import account_batches, build_pairs
 

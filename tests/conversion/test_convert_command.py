@@ -1,4 +1,4 @@
-"""`kbrec convert` through kbrec.cli.main: the user-facing errors and a successful run."""
+"""`kbrec convert` through cli.main.main: the user-facing errors and a successful run."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from kbrec.cli import main
+from cli.main import main
 from kbrec.repository import list_versions
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from server.triton.environment import TritonEnvError, TritonEnvironment
+from local_triton.environment import TritonEnvError, TritonEnvironment
 
 pytestmark = pytest.mark.triton
 
@@ -91,7 +91,7 @@ class Container:
         bin_dir.mkdir()
         write_tritonserver_wrapper(bin_dir, environment)
         db = tmp / "kbrec.sqlite"
-        kbrec = [sys.executable, "-m", "kbrec.cli"]
+        kbrec = [sys.executable, "-m", "cli.main"]
         subprocess.run(
             [*kbrec, "store", "import", "--corpus", str(corpus), "--db", str(db)],
             cwd=REPO_ROOT,

@@ -17,7 +17,7 @@ def test_recommendations_mixed_with_writes(
     tiny_model_repository: Path, tiny_corpus: Path, tmp_path: Path
 ) -> None:
     db = tmp_path / "kbrec.sqlite"
-    kbrec = [sys.executable, "-m", "kbrec.cli"]
+    kbrec = [sys.executable, "-m", "cli.main"]
     subprocess.run([*kbrec, "store", "import", "--corpus", str(tiny_corpus), "--db", str(db)],
                    cwd=REPO_ROOT, check=True, capture_output=True)  # fmt: skip
     with ServeProcess("--repository", str(tiny_model_repository), "--db", str(db)) as server:

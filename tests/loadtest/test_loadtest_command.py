@@ -18,7 +18,7 @@ DEADLINE_S = 60
 
 
 def kbrec(*args: str) -> list[str]:
-    return [sys.executable, "-m", "kbrec.cli", "loadtest", *args]
+    return [sys.executable, "-m", "cli.main", "loadtest", *args]
 
 
 def queries_file(tmp_path: Path) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from loadtest_helpers import QUERIES, config, small_workload
-from local_triton import require_triton_env, triton_launch
+from triton_fixture_helpers import require_triton_env, triton_launch
 from tritonclient.utils import InferenceServerException
 
 from kbrec.repository import METADATA_FILE, TOKENIZER_FILE, VersionMetadata
@@ -95,7 +95,7 @@ def test_grpc_failures_are_counted_by_kind() -> None:
 
 @pytest.fixture(scope="module")
 def triton_url(tiny_model_repository: Path) -> Iterator[str]:
-    from server.triton.launcher import TritonServer
+    from local_triton.launcher import TritonServer
 
     require_triton_env()
     launch = triton_launch(tiny_model_repository)

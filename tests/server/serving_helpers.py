@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,12 +28,16 @@ import numpy as np
 import uvicorn
 from starlette.applications import Starlette
 
-from kbrec.repository import METADATA_FILE, MODEL_FILE, TOKENIZER_FILE, VersionMetadata
+from kbrec.repository import (
+    METADATA_FILE,
+    MODEL_FILE,
+    TOKENIZER_FILE,
+    ModelVersion,
+    VersionMetadata,
+)
 from kbrec.repository import publish_version as publish
 from kbrec.tokenization import sha256_file
-from server.backends.base import BackendError
-from server.backends.onnx_runtime import normalize_rows
-from server.model_versions import ModelVersion
+from server.inference.backends.base import BackendError, normalize_rows
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]")
@@ -197,16 +201,25 @@ class FakeBackend:
         self.closed = True
 
 
-def fake_backend_opener(backends: list[FakeBackend] | None = None):
-    """A `backend_opener` for create_app that makes (and records) FakeBackends."""
+class FakeProvider:
+    """A `BackendProvider` for create_app that makes (and records) FakeBackends."""
 
-    async def open_backend(version: ModelVersion) -> FakeBackend:
-        backend = FakeBackend(version.number, version.metadata.dim, version.metadata.max_length)
-        if backends is not None:
-            backends.append(backend)
+    def __init__(
+        self,
+        backends: list[FakeBackend] | None = None,
+        make: Callable[[ModelVersion], FakeBackend] | None = None,
+    ) -> None:
+        self.backends = backends
+        self.make = make or (lambda v: FakeBackend(v.number, v.metadata.dim, v.metadata.max_length))
+
+    async def open(self, version: ModelVersion) -> FakeBackend:
+        backend = self.make(version)
+        if self.backends is not None:
+            self.backends.append(backend)
         return backend
 
-    return open_backend
+    async def hold(self, versions: Collection[ModelVersion]) -> None:
+        return None
 
 
 def loopback_listener() -> socket.socket:
@@ -257,7 +270,7 @@ class ServeProcess:
     READY = re.compile(r"kbrec ready on (http://\S+) ")
 
     def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "kbrec.cli", "serve", "--port", "0", *args]
+        command = [sys.executable, "-m", "cli.main", "serve", "--port", "0", *args]
         self.process = subprocess.Popen(
             command,
             cwd=REPO_ROOT,

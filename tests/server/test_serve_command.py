@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from serving_helpers import REPO_ROOT, publish_bag_of_words_version
 
-from kbrec.cli import main
+from cli.main import main
 from kbrec.repository import MODEL_FILE
 
 
@@ -45,7 +45,7 @@ def test_a_port_in_use_is_refused(
 def test_only_invalid_versions_fail_startup(tmp_path: Path) -> None:
     publish_bag_of_words_version(tmp_path)
     (tmp_path / "encoder" / "1" / MODEL_FILE).write_bytes(b"tampered")
-    command = [sys.executable, "-m", "kbrec.cli", "serve", "--port", "0"]
+    command = [sys.executable, "-m", "cli.main", "serve", "--port", "0"]
     result = subprocess.run(
         [*command, "--repository", str(tmp_path), "--db", str(tmp_path / "db.sqlite")],
         cwd=REPO_ROOT,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.settings import SETTING_HELP, Settings, settings_from
+from server.settings import KNOBS, SETTING_HELP, Settings, settings_from
 
 
 def test_defaults_match_the_documented_command_line() -> None:
@@ -15,12 +15,12 @@ def test_defaults_match_the_documented_command_line() -> None:
     assert settings == Settings()
     assert settings.repository == Path("model_repository")
     assert settings.db == Path("data/kbrec.sqlite")
-    assert (settings.host, settings.port) == ("127.0.0.1", 8000)
+    assert (settings.http.host, settings.http.port) == ("127.0.0.1", 8000)
     assert settings.base_url == "http://127.0.0.1:8000"
 
 
 def test_every_field_has_help() -> None:
-    assert set(SETTING_HELP) == {f.name for f in dataclasses.fields(Settings)}
+    assert set(SETTING_HELP) == set(KNOBS)
 
 
 def test_environment_then_flags() -> None:
@@ -32,11 +32,11 @@ def test_environment_then_flags() -> None:
         "UNRELATED": "1",
     }
     settings = settings_from(environ, {"port": 9002, "host": None})
-    assert settings.port == 9002  # the flag wins
-    assert settings.host == "127.0.0.1"  # an unset flag leaves the default
+    assert settings.http.port == 9002  # the flag wins
+    assert settings.http.host == "127.0.0.1"  # an unset flag leaves the default
     assert settings.db == Path("/tmp/x.sqlite")
-    assert settings.max_wait_ms == 0.5
-    assert settings.access_log is True
+    assert settings.batching.max_wait_ms == 0.5
+    assert settings.http.access_log is True
 
 
 @pytest.mark.parametrize(
@@ -60,8 +60,10 @@ def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
 
 def test_settings_are_frozen() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
-        Settings().port = 1  # type: ignore[misc]
+        Settings().repository = Path("x")  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Settings().http.port = 1  # type: ignore[misc]
 
 
 def test_ipv6_base_url() -> None:
-    assert Settings(host="::1", port=80).base_url == "http://[::1]:80"
+    assert Settings.of(host="::1", port=80).base_url == "http://[::1]:80"

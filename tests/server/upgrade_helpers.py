@@ -31,11 +31,10 @@ from conversion.convert import (
     PYTHON_MODEL_TEMPLATE,
 )
 from conversion.triton_config import render_config
+from kbrec.records import Article, article_text
 from kbrec.repository import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, model_dir, version_dir
 from kbrec.repository import publish_version as publish
 from kbrec.tokenization import TextTokenizer, pad_batch
-from training.corpus.records import Article
-from training.pairs import article_text
 
 Publisher = Callable[..., int]
 STEADY = "steady"  # the account whose rankings are checked (never written during a test)

@@ -3,7 +3,7 @@ from collections.abc import Sequence
 import numpy as np
 import pytest
 
-from training.corpus.records import Article, Query
+from kbrec.records import Article, Query
 from training.evaluation import (
     BM25Ranker,
     EmbeddingRanker,

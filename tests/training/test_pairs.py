@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus.records import read_articles, read_queries
+from kbrec.records import read_articles, read_queries
 from training.pairs import account_batches, build_pairs
 
 

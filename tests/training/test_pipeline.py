@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from corpus_factory import TINY_TRAIN_ARGS
 
-from kbrec.cli import main
+from cli.main import main
 
 
 def test_train_evaluates_against_bm25_and_records_metrics(

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from kbrec.records import read_articles, read_queries
 from kbrec.tokenization import TextTokenizer
-from training.corpus.records import read_articles, read_queries
 from training.encoder import EncoderConfig, build_encoder
 from training.pretrained import tokenizer_path
 from training.train import TrainConfig, train

@@ -23,7 +23,7 @@ from bs4 import BeautifulSoup, Tag
 
 from kbrec.errors import CommandError
 from kbrec.html_text import element_to_text
-from training.corpus.records import Article, Query, assign_split
+from kbrec.records import Article, Query, assign_split
 
 # Help module directory → account id.
 MODULE_ACCOUNTS: Final[Mapping[str, str]] = {

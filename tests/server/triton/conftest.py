@@ -13,16 +13,6 @@ from pathlib import Path
 import pytest
 from triton_helpers import RestartableTriton, require_triton_env, triton_launch
 
-from server.triton.launcher import TritonServer
-
-
-@pytest.fixture(scope="session")
-def triton_server(tiny_model_repository: Path) -> Iterator[TritonServer]:
-    """One Triton for the session's read-only tests."""
-    require_triton_env()
-    with TritonServer(triton_launch(tiny_model_repository)) as server:
-        yield server
-
 
 @pytest.fixture
 def own_triton(tiny_model_repository: Path) -> Iterator[RestartableTriton]:

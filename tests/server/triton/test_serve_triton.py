@@ -18,14 +18,14 @@ import pytest
 from serving_helpers import REPO_ROOT, ServeProcess, wait_until
 from triton_helpers import RestartableTriton
 
-from server.triton.launcher import TritonServer
-from training.corpus.records import QUERIES_FILE
+from kbrec.records import QUERIES_FILE
+from local_triton.launcher import TritonServer
 
 pytestmark = pytest.mark.triton
 
 
 def seeded_db(corpus: Path, db: Path) -> Path:
-    command = [sys.executable, "-m", "kbrec.cli", "store", "import"]
+    command = [sys.executable, "-m", "cli.main", "store", "import"]
     subprocess.run(
         [*command, "--corpus", str(corpus), "--db", str(db)],
         cwd=REPO_ROOT,

@@ -12,12 +12,13 @@ import pytest
 import tritonclient.grpc.aio as triton_aio
 from serving_helpers import loopback_listener
 
+from kbrec.repository import ModelVersion
 from kbrec.tokenization import TextTokenizer, pad_batch
-from server.backends.base import BackendLoadError, BackendUnavailable
-from server.backends.onnx_runtime import OnnxRuntimeBackend
-from server.backends.triton_grpc import CHANNEL_ARGS, TritonGrpcBackend, grpc_target
-from server.model_versions import ModelVersion, scan_repository
-from server.triton.launcher import TritonServer
+from local_triton.launcher import TritonServer
+from server.inference.backends.base import BackendLoadError, BackendUnavailable
+from server.inference.backends.onnx_runtime import OnnxRuntimeBackend
+from server.inference.backends.triton_grpc import CHANNEL_ARGS, TritonGrpcBackend, grpc_target
+from server.versions.verification import scan_repository
 
 pytestmark = pytest.mark.triton
 

@@ -13,10 +13,10 @@ from serving_helpers import serve_in_thread, wait_ready
 from triton_helpers import require_triton_env, triton_launch
 from upgrade_helpers import run_upgrade_scenario, version_publisher
 
+from local_triton.launcher import TritonServer
 from server.app import create_app
-from server.backends.triton_control import ready_versions
+from server.inference.backends.triton_control import ready_versions
 from server.settings import Settings
-from server.triton.launcher import TritonServer
 
 pytestmark = pytest.mark.triton
 
@@ -27,7 +27,7 @@ def test_upgrade_rollback_and_rejected_versions_through_triton(tmp_path: Path) -
     publish = version_publisher(repository, triton=True)
     assert publish(seed=0) == 1
     with TritonServer(triton_launch(repository)) as triton:
-        settings = Settings(
+        settings = Settings.of(
             repository=repository,
             db=db,
             port=0,

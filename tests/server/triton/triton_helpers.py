@@ -1,11 +1,11 @@
-"""Helpers of the Triton tests: the local Triton (tests/local_triton.py) and a Triton a
+"""Helpers of the Triton tests: the local Triton (tests/triton_fixture_helpers.py) and a Triton a
 test may stop and start again."""
 
 from __future__ import annotations
 
-from local_triton import TRITON_ENV, require_triton_env, triton_launch
+from triton_fixture_helpers import TRITON_ENV, require_triton_env, triton_launch
 
-from server.triton.launcher import TritonLaunch, TritonServer
+from local_triton.launcher import TritonLaunch, TritonServer
 
 __all__ = ["TRITON_ENV", "RestartableTriton", "require_triton_env", "triton_launch"]
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kbrec import cli
-from training.corpus.records import Article, Query, read_articles, read_queries, write_jsonl
+from cli import main as cli
+from kbrec.records import Article, Query, read_articles, read_queries, write_jsonl
 
 FAKE_APT_GET = """#!/bin/sh
 # Stands in for `apt-get download PACKAGE`; FAKE_APT_MODE picks the outcome.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from training.corpus.records import (
+from kbrec.records import (
     Article,
     Query,
     assign_split,

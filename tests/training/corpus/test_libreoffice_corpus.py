@@ -3,6 +3,7 @@ from pathlib import Path
 import pytest
 
 from kbrec.errors import CommandError
+from kbrec.records import Article
 from training.corpus.libreoffice import (
     IndexEntry,
     article_key,
@@ -14,7 +15,6 @@ from training.corpus.libreoffice import (
     parse_help_tree,
     readable_index_text,
 )
-from training.corpus.records import Article
 
 
 def _by_key(articles: list[Article]) -> dict[tuple[str, str], Article]:

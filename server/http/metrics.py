@@ -1,0 +1,174 @@
+"""Prometheus metrics, in a registry of the app's own (several apps may share a process).
+
+Counters and histograms are updated as things happen; gauges of the service's
+state (queue depths, articles per account and version, readiness) are read from
+the service at scrape time by a collector, so they cannot drift.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.exposition import generate_latest
+from prometheus_client.registry import Collector
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.errors import NotReady
+from server.inference.batching import Lane
+from server.service import RecommendationService
+
+UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "kbrec_http_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "kbrec_http_request_duration_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_size = Histogram(
+            "kbrec_batch_size",
+            "rows per backend call",
+            ["lane"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=self.registry,
+        )
+        self.batch_seconds = Histogram(
+            "kbrec_batch_duration_seconds",
+            "seconds per backend call, ranking included for queries",
+            ["lane"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.embedded_rows = Counter(
+            "kbrec_embedded_rows",
+            "texts embedded by the backend",
+            ["lane"],
+            registry=self.registry,
+        )
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        method = method if method in KNOWN_METHODS else "OTHER"
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(method, route).observe(seconds)
+
+    def observe_batch(self, lane: Lane, rows: int, seconds: float) -> None:
+        self.batch_size.labels(lane.value).observe(rows)
+        self.batch_seconds.labels(lane.value).observe(seconds)
+        self.embedded_rows.labels(lane.value).inc(rows)
+
+    def watch(self, service: RecommendationService) -> None:
+        self.registry.register(ServiceCollector(service))
+
+    def exposition(self) -> tuple[bytes, str]:
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST
+
+
+class ServiceCollector(Collector):
+    def __init__(self, service: RecommendationService) -> None:
+        self._service = service
+
+    def collect(self) -> Iterator[Metric]:
+        depth = GaugeMetricFamily("kbrec_queue_depth", "rows waiting for a batch", labels=["lane"])
+        for lane, rows in self._service.queue_depths().items():
+            depth.add_metric([lane.value], rows)
+        yield depth
+        articles = GaugeMetricFamily(
+            "kbrec_articles",
+            "indexed articles per account and model version",
+            labels=["account_id", "model_version"],
+        )
+        for account_id, version, count in self._service.article_counts():
+            articles.add_metric([account_id, str(version)], count)
+        yield articles
+        yield GaugeMetricFamily(
+            "kbrec_ready", "1 when the model is loaded and the index built", self._service.ready
+        )
+        active = GaugeMetricFamily("kbrec_active_model_version", "model version serving queries")
+        if self._service.active_version is not None:
+            active.add_metric([], self._service.active_version)
+        yield active
+        yield from self._lifecycle_metrics()
+
+    def _lifecycle_metrics(self) -> Iterator[Metric]:
+        try:
+            lifecycle = self._service.lifecycle
+        except NotReady:
+            return
+        states = GaugeMetricFamily(
+            "kbrec_model_version_state",
+            "1 for each model version's current state (active, candidate, previous, ...)",
+            labels=["model_version", "state"],
+        )
+        for number, state, _, _ in lifecycle.version_states():
+            states.add_metric([str(number), state], 1)
+        yield states
+        yield CounterMetricFamily(
+            "kbrec_model_switches", "switches of the active version", lifecycle.live.switches
+        )
+        remaining = GaugeMetricFamily(
+            "kbrec_upgrade_articles_remaining",
+            "articles still to re-embed before the candidate version switches in",
+            labels=["model_version"],
+        )
+        rate = GaugeMetricFamily(
+            "kbrec_upgrade_articles_per_second",
+            "re-embedding throughput of the running upgrade",
+            labels=["model_version"],
+        )
+        upgrade = lifecycle.upgrade
+        if upgrade is not None:
+            remaining.add_metric([str(upgrade.number)], upgrade.progress.remaining)
+            rate.add_metric([str(upgrade.number)], upgrade.progress.articles_per_s())
+        yield remaining
+        yield rate
+
+
+class MetricsMiddleware:
+    """Counts and times every HTTP request under its route template ("/v1/accounts/{…}")."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, route_templates: Mapping[Callable[..., Any], str]
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.route_templates = route_templates
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client gets if the app raises before responding
+
+        async def send_and_record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_record_status)
+        finally:
+            # The router put the matched endpoint into the (shared) scope.
+            route = self.route_templates.get(scope.get("endpoint"), UNMATCHED_ROUTE)
+            self.metrics.observe_request(
+                scope["method"], route, status, time.perf_counter() - started
+            )

@@ -1,0 +1,200 @@
+"""The embedded backend: ONNX Runtime in this process, on a dedicated thread.
+
+One worker thread is enough: the batcher sends one batch at a time and ONNX Runtime
+parallelises inside each operator (intra-op threads), so concurrent runs would only
+fight over the same cores. The thread keeps the event loop free meanwhile.
+
+Re-embedding every article for a new version runs apart (`embed_background`): a
+second session of the same model, created on first use with `background_threads`
+intra-op threads (default 1) on a thread of its own, concurrently with queries.
+Measured on 2 cores (BENCHMARKS.md, "Live model upgrade"): a 32-token query takes
+1.1–1.4x its time alone next to a one-thread session embedding 256-token
+articles without pause; taking turns instead, a query arriving during a step
+waits up to a whole article (56–61 ms), and an upgrade's p99 was 4.5x steady.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import onnxruntime as ort
+
+from kbrec.repository import ModelVersion
+from server.inference.backends.base import (
+    BackendError,
+    BackendLoadError,
+    BackendUnavailable,
+    VersionBackend,
+    normalize_rows,
+)
+
+log = logging.getLogger(__name__)
+
+
+def load_session(model_path: str, intra_op_threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads  # 0: ONNX Runtime picks the core count
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle intra-op threads would spin and take CPU from HTTP work and tokenization on
+    # the same cores (measured: 5–21 % less server CPU per request, BENCHMARKS.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxRuntimeBackend(VersionBackend):
+    """`EmbeddingBackend` for one verified version's `model.onnx`."""
+
+    isolates_background = True
+
+    def __init__(
+        self,
+        version: ModelVersion,
+        session: ort.InferenceSession,
+        executor: ThreadPoolExecutor,
+        background_threads: int = 1,
+    ) -> None:
+        super().__init__(version)
+        self._session = session
+        self._executor = executor
+        self._background_threads = background_threads
+        self._background: ort.InferenceSession | None = None
+        self._background_executor = ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix=f"ort-v{version.number}-background"
+        )
+
+    @classmethod
+    async def open(
+        cls, version: ModelVersion, intra_op_threads: int = 0, background_threads: int = 1
+    ) -> OnnxRuntimeBackend:
+        """Load the session off the event loop and check it with a probe batch."""
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-v{version.number}")
+        model_path = str(version.path / "model.onnx")
+        loop = asyncio.get_running_loop()
+        try:
+            session = await loop.run_in_executor(
+                executor, load_session, model_path, intra_op_threads
+            )
+        except Exception as exc:  # ORT raises its own pybind exception types
+            executor.shutdown(wait=False)
+            raise BackendLoadError(f"version {version.number}: {model_path}: {exc}") from exc
+        backend = cls(version, session, executor, background_threads)
+        try:
+            backend._check_signature()
+            await backend._check_probe()
+        except BackendError as exc:
+            await backend.close()
+            raise BackendLoadError(f"version {version.number}: {exc}") from exc
+        log.info(
+            "ONNX Runtime backend: version %d, dim %d, max length %d, providers %s",
+            version.number,
+            backend.dim,
+            backend.max_length,
+            session.get_providers(),
+        )
+        return backend
+
+    async def embed(self, token_ids: np.ndarray) -> np.ndarray:
+        self._check_input(token_ids)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run, token_ids)
+        except RuntimeError as exc:  # executor shut down under us
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def embed_background(self, token_ids: np.ndarray) -> np.ndarray:
+        self._check_input(token_ids)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._background_executor, self._run_background, token_ids
+            )
+        except RuntimeError as exc:  # executor shut down under us
+            raise BackendUnavailable(str(exc)) from exc
+
+    async def end_background(self) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(RuntimeError):  # already shut down
+            await loop.run_in_executor(self._background_executor, self._drop_background)
+
+    async def health(self) -> bool:
+        return not self._closed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Waits for runs still in flight without blocking the event loop.
+        await asyncio.to_thread(self._executor.shutdown, True)
+        await asyncio.to_thread(self._background_executor.shutdown, True)
+        self._background = None
+
+    def _run_background(self, token_ids: np.ndarray) -> np.ndarray:
+        if self._background is None:
+            model_path = str(self._version.path / "model.onnx")
+            try:
+                self._background = load_session(model_path, self._background_threads)
+            except Exception as exc:  # ORT raises its own pybind exception types
+                raise BackendError(f"background session: {exc}") from exc
+            log.info(
+                "version %d: background session, %d thread(s)",
+                self.model_version,
+                self._background_threads,
+            )
+        return self._run(token_ids, self._background)
+
+    def _drop_background(self) -> None:
+        self._background = None
+
+    def _run(
+        self, token_ids: np.ndarray, session: ort.InferenceSession | None = None
+    ) -> np.ndarray:
+        try:
+            session = session or self._session
+            (vectors,) = session.run([self._output_name], {self._input_name: token_ids})
+        except Exception as exc:  # ORT's pybind errors share no useful base class
+            raise BackendError(f"ONNX Runtime run failed: {exc}") from exc
+        vectors = np.asarray(vectors)
+        if vectors.shape != (token_ids.shape[0], self.dim):
+            raise BackendError(
+                f"model returned shape {vectors.shape}, expected ({token_ids.shape[0]}, {self.dim})"
+            )
+        return normalize_rows(vectors.astype(np.float32, copy=False))
+
+    def _check_signature(self) -> None:
+        inputs = {node.name for node in self._session.get_inputs()}
+        outputs = {node.name for node in self._session.get_outputs()}
+        if self._input_name not in inputs:
+            raise BackendError(f"model has no input {self._input_name!r} (has {sorted(inputs)})")
+        if self._output_name not in outputs:
+            raise BackendError(f"model has no output {self._output_name!r} (has {sorted(outputs)})")
+
+    async def _check_probe(self) -> None:
+        """A two-row batch of different lengths must give two unit vectors of `dim`."""
+        probe = np.array([[2, 5, 3], [2, 3, 0]], dtype=np.int32)
+        vectors = await self.embed(probe)
+        if not np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-3):
+            raise BackendError("probe embeddings are not unit vectors")
+
+
+@dataclass(frozen=True)
+class OnnxRuntimeProvider:
+    """`BackendProvider` of the embedded default: one ONNX Runtime session per version."""
+
+    intra_op_threads: int = 0
+    background_threads: int = 1
+
+    async def open(self, version: ModelVersion) -> OnnxRuntimeBackend:
+        return await OnnxRuntimeBackend.open(
+            version, self.intra_op_threads, self.background_threads
+        )
+
+    async def hold(self, versions: Collection[ModelVersion]) -> None:
+        """In-process: a version is held exactly while its backend is open."""

@@ -1,0 +1,113 @@
+"""Ranking: dot products of query vectors with an account's article matrix, top-k.
+
+Queries of one batch that ask the same account are scored in one matrix product.
+Top-k uses a partition (O(n)) to find the k-th score, then sorts only the
+candidates at or above it by (score desc, article_id asc), so ties are broken
+the same way every time, also at the k-th place.
+
+The array work goes through an `ArrayModule` (a NumPy-compatible namespace and a
+way back to host memory): NumPy now; a GPU ranker goes beside `IndexRanker`
+(docs/architecture.md, "Where new code goes").
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from server.inference.index import AccountIndex, VersionIndex
+
+
+@dataclass(frozen=True)
+class ArrayModule:
+    name: str
+    xp: Any  # numpy or cupy
+    to_host: Callable[[Any], np.ndarray]
+
+
+NUMPY = ArrayModule("numpy", np, np.asarray)
+
+
+@dataclass(frozen=True)
+class RankRequest:
+    account_id: str
+    top_k: int
+    locale: str | None = None
+
+
+@dataclass(frozen=True)
+class ScoredArticle:
+    article_id: str
+    title: str
+    score: float
+
+
+class IndexRanker:
+    """Ranks query batches against one version's index (the batcher's `BatchRanker`)."""
+
+    def __init__(self, index: VersionIndex, arrays: ArrayModule = NUMPY) -> None:
+        self.index = index
+        self.arrays = arrays
+
+    def rank_batch(
+        self, vectors: np.ndarray, requests: Sequence[RankRequest]
+    ) -> list[list[ScoredArticle]]:
+        return rank_batch(self.index, vectors, requests, self.arrays)
+
+
+def rank_batch(
+    index: VersionIndex,
+    vectors: np.ndarray,
+    requests: Sequence[RankRequest],
+    arrays: ArrayModule = NUMPY,
+) -> list[list[ScoredArticle]]:
+    """Top articles per request; row i of `vectors` is request i's query vector.
+
+    An account without articles yields an empty list.
+    """
+    if vectors.shape[0] != len(requests):
+        raise ValueError(f"{vectors.shape[0]} vectors for {len(requests)} requests")
+    rows_by_account: dict[str, list[int]] = defaultdict(list)
+    for row, request in enumerate(requests):
+        rows_by_account[request.account_id].append(row)
+    results: list[list[ScoredArticle]] = [[] for _ in requests]
+    xp = arrays.xp
+    for account_id, rows in rows_by_account.items():
+        account = index.account(account_id)
+        if account is None:
+            continue
+        scores = xp.asarray(vectors[rows]) @ xp.asarray(account.matrix).T  # [queries, articles]
+        for position, row in enumerate(rows):
+            request = requests[row]
+            results[row] = top_k(scores[position], account, request.top_k, request.locale, arrays)
+    return results
+
+
+def top_k(
+    scores: Any, account: AccountIndex, k: int, locale: str | None, arrays: ArrayModule
+) -> list[ScoredArticle]:
+    """The k best rows of one query's `scores` (a 1-d array on the array module's device)."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    xp = arrays.xp
+    if locale is not None:
+        scores = xp.where(xp.asarray(account.locale_mask(locale)), scores, -xp.inf)
+    count = scores.shape[0]
+    if k < count:
+        kth_best = xp.partition(scores, count - k)[count - k]
+        picked = xp.flatnonzero(scores >= kth_best)  # k rows, plus any tied with the k-th
+    else:
+        picked = xp.arange(count)
+    picked_rows = arrays.to_host(picked)
+    picked_scores = arrays.to_host(scores[picked])
+    candidates = [
+        (float(score), account.entries[row])
+        for row, score in zip(picked_rows.tolist(), picked_scores.tolist(), strict=True)
+        if score != -np.inf
+    ]
+    candidates.sort(key=lambda candidate: (-candidate[0], candidate[1].article_id))
+    return [ScoredArticle(entry.article_id, entry.title, score) for score, entry in candidates[:k]]

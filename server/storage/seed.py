@@ -1,0 +1,40 @@
+"""Seed the article store from a corpus directory (articles.jsonl), before serving.
+
+Only new or changed articles are written: rewriting an unchanged article would
+drop its stored vectors and force the server to embed it again at start. The
+server embeds whatever lacks a vector of its active version when it starts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbrec.locales import with_normalized_locale
+from kbrec.records import Article
+from server.storage.sqlite import SqliteArticleStore
+from server.storage.store import ArticleWrite, StoredArticle, utc_now
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    written: int
+    unchanged: int
+
+
+async def seed_store(db: Path, articles: Sequence[Article]) -> SeedResult:
+    db.parent.mkdir(parents=True, exist_ok=True)
+    store = await SqliteArticleStore.open(db)
+    try:
+        now = utc_now()
+        changed: list[ArticleWrite] = []
+        for article in map(with_normalized_locale, articles):
+            stored = await store.get_article(article.account_id, article.article_id)
+            if stored is None or stored.article != article:
+                changed.append(ArticleWrite(StoredArticle(article, now)))
+        if changed:
+            await store.write_articles(changed)
+        return SeedResult(written=len(changed), unchanged=len(articles) - len(changed))
+    finally:
+        await store.close()

@@ -1,0 +1,365 @@
+"""Model versions over the service's life: which one serves, which one is coming in,
+which one stays for a rollback, and the re-embedding that has to happen in between.
+
+Roles (`VersionRole`, persisted, changed only through `VersionRoles.change*` and its
+transition table): ACTIVE serves every query. At most one more version is live next
+to it, the standby (`server.versions.live_set.Standby`): a CANDIDATE, whose
+articles are being re-embedded and which becomes active the moment every article
+has a vector of it, or the PREVIOUS active, kept current so that activating it
+again is an instant rollback. A version that fails validation or loading is FAILED
+(with the reason) and never activated by itself; versions no longer kept are
+RETIRED and their vectors deleted.
+
+What is live, and the commit lock that keeps writes, backfill and switches in
+order, belong to `LiveVersions`; this class decides what to load, retire and
+switch. Its own lock makes lifecycle changes one at a time. New versions come from
+a watch on the repository (a version newer than any the store has a record of
+becomes the candidate) or from `activate` (operators). See docs/architecture.md,
+"Model upgrades".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from kbrec.repository import ModelVersion, list_versions
+from server.errors import ServiceError, StartupError, VersionNotFound, VersionRejected
+from server.inference.backends.base import BackendError
+from server.inference.serving_model import ModelLoader, ServingModel
+from server.storage.store import ArticleStore, StoreError, VersionRole
+from server.versions.backfill import BackfillPacing, backfill
+from server.versions.live_set import LiveVersions, Standby
+from server.versions.progress import BackfillProgress
+from server.versions.roles import VersionRoles
+from server.versions.verification import VersionStatus, scan_repository, verify_status
+
+log = logging.getLogger(__name__)
+
+RETRY_FIRST_S = 0.5
+RETRY_MAX_S = 5.0
+# A retired version's queued queries get this long to finish before its batcher closes.
+RETIRE_DRAIN_S = 5.0
+
+
+@dataclass(frozen=True)
+class Activation:
+    """Outcome of `activate`: switched now, or an upgrade that switches when complete."""
+
+    active: int
+    switched: bool
+    pending: Standby | None = None
+
+
+class ModelLifecycle:
+    def __init__(
+        self,
+        repository: Path,
+        store: ArticleStore,
+        loader: ModelLoader,
+        *,
+        pacing: BackfillPacing,
+        poll_s: float = 2.0,
+    ) -> None:
+        self._repository = repository
+        self._store = store
+        self._loader = loader
+        self._pacing = pacing
+        self._poll_s = poll_s
+        self.live = LiveVersions(store)
+        self.roles = VersionRoles(store)
+        self._lock = asyncio.Lock()  # one lifecycle change at a time
+        self._versions: dict[int, VersionStatus] = {}  # the repository, verified once each
+        self._watcher: asyncio.Task[None] | None = None
+
+    # --- views -------------------------------------------------------------------
+
+    @property
+    def upgrade(self) -> Standby | None:
+        """The candidate on its way in, if any."""
+        standby = self.live.standby
+        return standby if standby is not None and standby.role is VersionRole.CANDIDATE else None
+
+    def version_states(self) -> Iterator[tuple[int, str, VersionStatus | None, str | None]]:
+        """(number, state, repository status, error) for every version known, by number."""
+        standby = self.live.standby
+        for number in sorted(self._versions.keys() | self.roles.numbers()):
+            status = self._versions.get(number)
+            record = self.roles.get(number)
+            error = record.error if record is not None else None
+            if number == self.live.active_number:
+                state = VersionRole.ACTIVE.value
+            elif standby is not None and number == standby.number:
+                state = standby.role.value
+            elif status is not None and status.version is None:
+                state, error = VersionRole.FAILED.value, status.error
+            elif status is None:
+                state = "missing"  # recorded, but gone from the repository
+            elif record is not None and record.role in (VersionRole.FAILED, VersionRole.RETIRED):
+                state = record.role.value
+            else:
+                state = "available"
+            yield number, state, status, error
+
+    # --- start and stop ----------------------------------------------------------
+
+    async def open_active(self) -> ServingModel:
+        """Load the version to serve: the recorded active one, else the newest valid one."""
+        await self.roles.load()
+        await self._rescan()
+        await self._forget_replaced_versions()
+        for version in self._active_choices():
+            try:
+                await self._loader.backends.hold([version])  # the standby follows once serving
+                model = await self._loader.open(version)
+            except BackendError as exc:
+                log.error("version %d cannot be served: %s", version.number, exc)
+                await self._mark_failed(version, str(exc))
+                continue
+            await self.roles.change(version.number, VersionRole.ACTIVE, sha(version))
+            for number in self.roles.with_role(VersionRole.ACTIVE):  # one active record
+                if number != version.number:
+                    await self.roles.change(number, VersionRole.RETIRED)
+            await self.live.serve(model)
+            return model
+        raise StartupError(
+            f"no valid model version in {self._repository} "
+            f"({len(self._versions)} published; see the warnings above)"
+        )
+
+    async def build_active_index(self) -> None:
+        """Index the active version: stored vectors, then embed what lacks one (full speed)."""
+        model = self.live.active
+        stored = await self.live.load_stored(model)
+        missing = await self.live.count_missing(model)
+        log.info(
+            "index of version %d: %d stored vectors, %d articles to embed",
+            model.number,
+            stored,
+            missing,
+        )
+        progress = BackfillProgress(model.number)
+        await backfill(self.live, model, BackfillPacing(), progress, background=False)
+
+    async def start_background(self) -> None:
+        """Once serving: resume a recorded standby, delete vectors no longer kept, watch."""
+        async with self._lock:
+            for record in self.roles.records():
+                if record.role not in (VersionRole.CANDIDATE, VersionRole.PREVIOUS):
+                    continue
+                version = self._valid(record.version)
+                if version is None:
+                    await self.roles.change(record.version, VersionRole.RETIRED)
+                    continue
+                with contextlib.suppress(VersionRejected):
+                    await self._load_standby(version, record.role)
+                break  # one standby at most
+            await self._delete_unkept_vectors()
+        if self._poll_s > 0:
+            self._watcher = asyncio.get_running_loop().create_task(
+                self._watch(), name="watch-repository"
+            )
+
+    async def close(self) -> None:
+        tasks = [self._watcher] if self._watcher is not None else []
+        standby = self.live.standby
+        if standby is not None and standby.task is not None:
+            tasks.append(standby.task)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        active, standby = self.live.take_all()
+        try:
+            if standby is not None:
+                await standby.model.close()
+        finally:
+            if active is not None:
+                await active.close()
+
+    # --- operations --------------------------------------------------------------
+
+    async def activate(self, number: int) -> Activation:
+        """Make `number` the active version: at once if it is a complete standby,
+        else load it now (errors: `VersionNotFound`, `VersionRejected`) and switch
+        once its articles are re-embedded."""
+        async with self._lock:
+            active = self.live.active
+            if number == active.number:
+                return Activation(active.number, switched=False)
+            standby = self.live.standby
+            if standby is not None and standby.number == number:
+                if standby.complete:
+                    await self.live.switch(standby, self.roles)
+                    log.info("model version %d is active (was %d)", number, active.number)
+                    return Activation(number, switched=True)
+                await self.roles.change(number, VersionRole.CANDIDATE)
+                standby.role = VersionRole.CANDIDATE
+                return Activation(active.number, switched=False, pending=standby)
+            version = await self._verified(number)
+            standby = await self._load_standby(version, VersionRole.CANDIDATE)
+            return Activation(active.number, switched=False, pending=standby)
+
+    async def check_repository(self) -> None:
+        """Verify version directories not seen before (each once), and take the newest
+        version the store has no record of as the next candidate."""
+        numbers = await asyncio.to_thread(list_versions, self._repository)
+        for gone in self._versions.keys() - set(numbers):
+            del self._versions[gone]
+        for number in numbers:
+            if number not in self._versions:
+                status = await asyncio.to_thread(verify_status, self._repository, number)
+                if status is not None:
+                    self._versions[number] = status
+        newest_known = max(self.roles.numbers(), default=0)
+        for number in sorted((n for n in self._versions if n > newest_known), reverse=True):
+            async with self._lock:
+                if self.roles.get(number) is not None:  # an operator got there first
+                    return
+                status = self._versions[number]
+                if status.version is None:
+                    await self.roles.change(
+                        number, VersionRole.FAILED, error=status.error or "invalid"
+                    )
+                    continue  # an older new version may do
+                try:
+                    await self._load_standby(status.version, VersionRole.CANDIDATE)
+                except VersionRejected:
+                    continue  # marked failed
+                log.info("new model version %d: re-embedding articles before switching", number)
+                return
+
+    # --- internals ---------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._poll_s)
+            try:
+                await self.check_repository()
+            except (StoreError, BackendError, OSError) as exc:
+                log.warning("checking the model repository failed: %s", exc)
+
+    async def _load_standby(self, version: ModelVersion, role: VersionRole) -> Standby:
+        """Load, smoke-test and index `version` next to the active one, retire the old
+        standby, and start its backfill; on failure mark it failed (`VersionRejected`)."""
+        keep = [model.version for model in self.live.models()]
+        model: ServingModel | None = None
+        try:
+            await self._loader.backends.hold([*keep, version])
+            model = await self._loader.open(version)
+            await model.smoke_check()
+        except BackendError as exc:
+            if model is not None:
+                await model.close()
+            with contextlib.suppress(BackendError):
+                await self._loader.backends.hold(keep)
+            log.error("model version %d rejected: %s", version.number, exc)
+            await self._mark_failed(version, str(exc))
+            raise VersionRejected(version.number, str(exc)) from exc
+        if self.live.standby is not None:
+            await self._retire(self.live.standby)
+        await self.roles.change(version.number, role, sha(version))
+        standby = Standby(model, role, BackfillProgress(version.number))
+        stored = await self.live.join(standby)
+        log.info("version %d loaded as %s (%d stored vectors)", version.number, role, stored)
+        standby.task = asyncio.get_running_loop().create_task(
+            self._complete(standby), name=f"backfill-v{version.number}"
+        )
+        return standby
+
+    async def _complete(self, standby: Standby) -> None:
+        """Backfill the standby (retrying what fails); a candidate then switches in."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                await backfill(self.live, standby.model, self._pacing, standby.progress)
+                async with self._lock:
+                    if standby is not self.live.standby:
+                        return
+                    active = self.live.active_number
+                    if not await self.live.complete(standby, self.roles):
+                        continue  # written meanwhile without it; go again
+                    if self.live.active_number != active:
+                        log.info("model version %d is active (was %s)", standby.number, active)
+                    await standby.model.backend.end_background()
+                    return
+            except (BackendError, StoreError, ServiceError) as exc:
+                standby.progress.last_error = str(exc)
+                log.warning("backfill of version %d: %s; retrying", standby.number, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
+    async def _retire(self, standby: Standby) -> None:
+        if standby.task is not None:
+            standby.task.cancel()
+            await asyncio.gather(standby.task, return_exceptions=True)
+        await self.live.leave(standby)
+        await standby.model.close(drain_s=RETIRE_DRAIN_S)
+        deleted = await self._store.delete_embeddings(standby.number)
+        await self.roles.change(standby.number, VersionRole.RETIRED)
+        log.info("version %d retired (%d vectors deleted)", standby.number, deleted)
+
+    async def _delete_unkept_vectors(self) -> None:
+        kept = {model.number for model in self.live.models()}
+        for number, count in (await self._store.embedding_versions()).items():
+            if number not in kept:
+                await self._store.delete_embeddings(number)
+                log.info("deleted %d vectors of version %d (not kept)", count, number)
+
+    async def _forget_replaced_versions(self) -> None:
+        """A version directory whose files differ from what the record saw is another
+        model under a reused number: its stored vectors must not be used."""
+        for record in self.roles.records():
+            version = self._valid(record.version)
+            if version is not None and sha(version) != record.model_sha256:
+                log.warning(
+                    "version %d was replaced in the repository; its vectors go", version.number
+                )
+                await self._store.delete_embeddings(record.version)
+                self.roles.forget(record.version)
+
+    def _active_choices(self) -> list[ModelVersion]:
+        """Recorded active, then recorded previous, then newest valid never-failed first."""
+        newest_recorded = [
+            number
+            for role in (VersionRole.ACTIVE, VersionRole.PREVIOUS)
+            for number in sorted(self.roles.with_role(role), reverse=True)
+        ]
+        failed = set(self.roles.with_role(VersionRole.FAILED))
+        newest_first = sorted((n for n in self._versions if n not in failed), reverse=True)
+        choices: list[ModelVersion] = []
+        for number in dict.fromkeys(newest_recorded + newest_first):
+            version = self._valid(number)
+            if version is not None:
+                choices.append(version)
+        return choices
+
+    def _valid(self, number: int) -> ModelVersion | None:
+        status = self._versions.get(number)
+        return None if status is None else status.version
+
+    async def _rescan(self) -> None:
+        scan = await asyncio.to_thread(scan_repository, self._repository)
+        self._versions = {status.number: status for status in scan.statuses}
+
+    async def _verified(self, number: int) -> ModelVersion:
+        """Verify (again) a version directory; a failure is recorded."""
+        status = await asyncio.to_thread(verify_status, self._repository, number)
+        if status is None:
+            raise VersionNotFound(number)
+        self._versions[number] = status
+        if status.version is None:
+            reason = status.error or "invalid"
+            await self.roles.change(number, VersionRole.FAILED, error=reason)
+            raise VersionRejected(number, reason)
+        return status.version
+
+    async def _mark_failed(self, version: ModelVersion, reason: str) -> None:
+        await self.roles.change(version.number, VersionRole.FAILED, sha(version), reason)
+
+
+def sha(version: ModelVersion) -> str:
+    return version.metadata.model_sha256

@@ -1,0 +1,246 @@
+"""The live set: the model versions every article write must reach, and the commit lock.
+
+`LiveVersions` is the one owner of the commit lock. Everything that must be ordered
+against article writes goes through it (docs/architecture.md, "The commit lock"):
+
+- an article write embeds with every live version, then, under the lock, checks the
+  live set again (a version that joined meanwhile embeds it too), commits durably,
+  and applies the vectors to every live index, in commit order;
+- a delete commits and removes from every live index under the lock;
+- a backfill chunk commits the vectors still valid (same article revision) and
+  indexes them under the lock;
+- a standby joins the live set together with loading its stored vectors, under the
+  lock, so no write falls between the two;
+- a switch happens under the lock after a fresh count found no article without a
+  vector of the standby, and is one assignment of `_active`: a query keeps the
+  `ServingModel` it picked up, whose backend and index belong to one version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from kbrec.records import Article
+from server.errors import NotReady, VersionNotServing
+from server.inference.index import IndexEntry, VersionIndex
+from server.inference.serving_model import ServingModel
+from server.storage.store import (
+    ArticleStore,
+    ArticleWrite,
+    EmbeddingWrite,
+    StoredArticle,
+    VersionRole,
+)
+from server.versions.progress import BackfillProgress
+from server.versions.roles import VersionRoles
+
+
+@dataclass(eq=False)
+class Standby:
+    """The version loaded next to the active one: a CANDIDATE on its way in, or the
+    PREVIOUS active kept current for an instant rollback."""
+
+    model: ServingModel
+    role: VersionRole
+    progress: BackfillProgress
+    complete: bool = False  # every article has a vector of it (checked under the lock)
+    task: asyncio.Task[None] | None = field(default=None, repr=False)  # its backfill
+
+    @property
+    def number(self) -> int:
+        return self.model.number
+
+
+def index_entry(article: Article) -> IndexEntry:
+    return IndexEntry(article.article_id, article.title, article.locale)
+
+
+def add_to_index(index: VersionIndex, articles: Sequence[Article], vectors: np.ndarray) -> None:
+    for article, vector in zip(articles, vectors, strict=True):
+        index.upsert(article.account_id, index_entry(article), vector)
+
+
+class LiveVersions:
+    def __init__(self, store: ArticleStore) -> None:
+        self._store = store
+        self._commit_lock = asyncio.Lock()
+        self._active: ServingModel | None = None
+        self._standby: Standby | None = None
+        self.switches = 0
+
+    # --- views -------------------------------------------------------------------
+
+    @property
+    def active(self) -> ServingModel:
+        if self._active is None:
+            raise NotReady("no model version is loaded")
+        return self._active
+
+    @property
+    def active_number(self) -> int | None:
+        return None if self._active is None else self._active.number
+
+    @property
+    def standby(self) -> Standby | None:
+        return self._standby
+
+    def models(self) -> list[ServingModel]:
+        """Every version an article write must embed with, the active one first."""
+        models = [] if self._active is None else [self._active]
+        if self._standby is not None:
+            models.append(self._standby.model)
+        return models
+
+    def serving(self, number: int) -> ServingModel:
+        """The version if it can answer queries: active, or a complete standby."""
+        active, standby = self.active, self._standby
+        if number == active.number:
+            return active
+        complete = standby if standby is not None and standby.complete else None
+        if complete is not None and complete.number == number:
+            return complete.model
+        raise VersionNotServing(
+            number, active.number, None if complete is None else complete.number
+        )
+
+    async def count_missing(self, model: ServingModel) -> int:
+        return await self._store.count_without_embedding(model.number, model.index.dim)
+
+    async def articles_missing(self, model: ServingModel) -> list[StoredArticle]:
+        return await self._store.articles_without_embedding(model.number, model.index.dim)
+
+    # --- changes of the live set -------------------------------------------------
+
+    async def serve(self, model: ServingModel) -> None:
+        """Make `model` the active version (at start; its index fills in `load_stored`)."""
+        async with self._commit_lock:
+            self._active = model
+
+    async def load_stored(self, model: ServingModel) -> int:
+        """Put every stored vector of the model's version into its index; returns how many."""
+        async with self._commit_lock:
+            return await self._load_stored_vectors(model)
+
+    async def join(self, standby: Standby) -> int:
+        """Make `standby` the standby, with its stored vectors; returns how many."""
+        async with self._commit_lock:
+            stored = await self._load_stored_vectors(standby.model)
+            self._standby = standby
+            return stored
+
+    async def leave(self, standby: Standby) -> None:
+        """`standby` stops receiving writes (it is being retired)."""
+        async with self._commit_lock:
+            if self._standby is standby:
+                self._standby = None
+
+    async def complete(self, standby: Standby, roles: VersionRoles) -> bool:
+        """Mark `standby` complete if no article lacks a vector of it (a candidate then
+        switches in); False if some do (written meanwhile: backfill again)."""
+        async with self._commit_lock:
+            if await self.count_missing(standby.model):
+                return False
+            standby.complete = True
+            if standby.role is VersionRole.CANDIDATE:
+                await self._switch_locked(standby, roles)
+            return True
+
+    async def switch(self, standby: Standby, roles: VersionRoles) -> None:
+        """Make a complete standby active (a rollback, or activating a kept version)."""
+        async with self._commit_lock:
+            await self._switch_locked(standby, roles)
+
+    def take_all(self) -> tuple[ServingModel | None, Standby | None]:
+        """Empty the live set (at stop); the caller closes what it gets."""
+        active, standby = self._active, self._standby
+        self._active = self._standby = None
+        return active, standby
+
+    async def _switch_locked(self, standby: Standby, roles: VersionRoles) -> None:
+        old = self.active
+        await roles.change_many(  # durable before it takes effect
+            [
+                (standby.number, VersionRole.ACTIVE, sha(standby.model), None),
+                (old.number, VersionRole.PREVIOUS, sha(old), None),
+            ]
+        )
+        self._active = standby.model
+        self._standby = Standby(old, VersionRole.PREVIOUS, BackfillProgress(old.number), True)
+        self.switches += 1
+
+    async def _load_stored_vectors(self, model: ServingModel) -> int:
+        rows = await self._store.index_rows(model.number, model.index.dim)
+        for row in rows:
+            model.index.upsert(
+                row.account_id, IndexEntry(row.article_id, row.title, row.locale), row.vector
+            )
+        return len(rows)
+
+    # --- article writes and backfill commits ---------------------------------------
+
+    async def write_articles(self, stored: Sequence[StoredArticle], *, bulk: bool) -> list[bool]:
+        """Embed with every live version, commit durably, apply to every live index;
+        True where the article was created. `bulk` waits for queue room (imports)."""
+        articles = [s.article for s in stored]
+        vectors: dict[int, np.ndarray] = {}
+        while True:
+            await embed_missing(self.models(), articles, vectors, bulk=bulk)
+            async with self._commit_lock:
+                models = self.models()
+                if any(model.number not in vectors for model in models):
+                    continue  # a version joined while embedding: embed with it too
+                writes = [
+                    ArticleWrite(s, {model.number: vectors[model.number][i] for model in models})
+                    for i, s in enumerate(stored)
+                ]
+                created = await self._store.write_articles(writes)
+                for model in models:
+                    add_to_index(model.index, articles, vectors[model.number])
+                return created
+
+    async def delete_article(self, account_id: str, article_id: str) -> bool:
+        """Durably delete from the store and every live index; False if unknown."""
+        async with self._commit_lock:
+            if not await self._store.delete_article(account_id, article_id):
+                return False
+            for model in self.models():
+                model.index.remove(account_id, article_id)
+            return True
+
+    async def commit_vectors(
+        self, model: ServingModel, chunk: Sequence[StoredArticle], vectors: np.ndarray
+    ) -> int:
+        """Store and index backfilled vectors of articles still at the embedded revision;
+        returns how many were written (the others were deleted or rewritten meanwhile,
+        and their writer indexed them)."""
+        writes = [
+            EmbeddingWrite(s.article.account_id, s.article.article_id, v, s.revision)
+            for s, v in zip(chunk, vectors, strict=True)
+        ]
+        async with self._commit_lock:
+            written = await self._store.write_embeddings(model.number, writes)
+            for stored, write, ok in zip(chunk, writes, written, strict=True):
+                if ok:
+                    add_to_index(model.index, [stored.article], write.vector[None])
+        return sum(written)
+
+
+async def embed_missing(
+    models: Sequence[ServingModel],
+    articles: Sequence[Article],
+    vectors: dict[int, np.ndarray],
+    *,
+    bulk: bool,
+) -> None:
+    """Fill `vectors` for every model it lacks, concurrently."""
+    todo = [model for model in models if model.number not in vectors]
+    results = await asyncio.gather(*(model.embed_articles(articles, bulk=bulk) for model in todo))
+    vectors.update((model.number, result) for model, result in zip(todo, results, strict=True))
+
+
+def sha(model: ServingModel) -> str:
+    return model.version.metadata.model_sha256

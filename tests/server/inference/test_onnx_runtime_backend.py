@@ -1,0 +1,143 @@
+"""The embedded ONNX Runtime backend and the choice of the version it serves."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from serving_helpers import (
+    DIM,
+    FakeBackend,
+    embedding_table,
+    publish_bag_of_words_version,
+    vocab_size,
+    write_bag_of_words_onnx,
+    write_metadata,
+    write_word_tokenizer,
+)
+
+from kbrec.repository import MODEL_FILE, TOKENIZER_FILE, publish_version
+from server.inference.backends.base import BackendError, BackendLoadError, BackendUnavailable
+from server.inference.backends.onnx_runtime import OnnxRuntimeBackend
+from server.versions.verification import scan_repository
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(test())
+
+
+def test_embeds_unit_vectors_like_the_reference(bow_repository: Path) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(version, intra_op_threads=1)
+        assert (backend.model_version, backend.dim, backend.max_length) == (1, DIM, 32)
+        token_ids = np.array([[2, 10, 11, 3, 0, 0], [2, 12, 13, 14, 15, 3]], dtype=np.int32)
+        vectors = await backend.embed(token_ids)
+        assert vectors.dtype == np.float32 and vectors.shape == (2, DIM)
+        expected = await FakeBackend(1).embed(token_ids)  # same table, same pooling in NumPy
+        np.testing.assert_allclose(vectors, expected, atol=1e-5)
+        assert await backend.health()
+        await backend.close()
+        assert not await backend.health()
+        with pytest.raises(BackendUnavailable):
+            await backend.embed(token_ids)
+
+    run(test)
+
+
+def test_rejects_bad_inputs(bow_repository: Path) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(version)
+        with pytest.raises(BackendError, match="int32"):
+            await backend.embed(np.zeros((1, 3), dtype=np.int64))
+        with pytest.raises(BackendError, match="max length"):
+            await backend.embed(np.ones((1, 33), dtype=np.int32))
+        await backend.close()
+
+    run(test)
+
+
+def test_the_newest_valid_version_wins_and_invalid_ones_are_skipped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    publish_bag_of_words_version(tmp_path, seed=1)  # 1
+    publish_bag_of_words_version(tmp_path, seed=2)  # 2
+    publish_bag_of_words_version(tmp_path, seed=3)  # 3, corrupted below
+    (tmp_path / "encoder" / "3" / MODEL_FILE).write_bytes(b"not the model")
+    scan = scan_repository(tmp_path)
+    assert [s.number for s in scan.statuses] == [1, 2, 3]
+    assert scan.newest_valid is not None and scan.newest_valid.number == 2
+    assert scan.statuses[2].version is None and "sha256" in (scan.statuses[2].error or "")
+    assert "model version 3 is invalid" in caplog.text
+
+
+def test_no_version_at_all(tmp_path: Path) -> None:
+    assert scan_repository(tmp_path).newest_valid is None
+
+
+def test_a_model_without_the_declared_input_fails_to_load(tmp_path: Path) -> None:
+    def build(out: Path) -> None:
+        write_word_tokenizer(out / TOKENIZER_FILE)
+        table = embedding_table(vocab_size(), DIM, 0)
+        write_bag_of_words_onnx(out / MODEL_FILE, table, input_name="tokens")
+        write_metadata(out, DIM, 32)
+
+    publish_version(tmp_path, build)
+    version = scan_repository(tmp_path).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        with pytest.raises(BackendLoadError, match="no input 'input_ids'"):
+            await OnnxRuntimeBackend.open(version)
+
+    run(test)
+
+
+def test_a_model_that_is_not_onnx_fails_to_load(tmp_path: Path, bow_repository: Path) -> None:
+    def build(out: Path) -> None:
+        shutil.copy(bow_repository / "encoder" / "1" / TOKENIZER_FILE, out / TOKENIZER_FILE)
+        (out / MODEL_FILE).write_bytes(b"garbage, but with a matching checksum")
+        write_metadata(out, DIM, 32)
+
+    publish_version(tmp_path, build)
+    version = scan_repository(tmp_path).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        with pytest.raises(BackendLoadError, match="version 1"):
+            await OnnxRuntimeBackend.open(version)
+
+    run(test)
+
+
+def test_background_embedding_runs_on_a_session_of_its_own(bow_repository: Path) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(version, background_threads=1)
+        assert backend.isolates_background
+        token_ids = np.array([[2, 10, 11, 3, 0], [2, 12, 13, 14, 3]], dtype=np.int32)
+        assert backend._background is None  # created on first use only
+        # Both sessions at once, as a query and a re-embedding step would run.
+        apart, main = await asyncio.gather(
+            backend.embed_background(token_ids), backend.embed(token_ids)
+        )
+        assert backend._background is not None
+        np.testing.assert_allclose(apart, main, atol=1e-6)
+        await backend.end_background()
+        assert backend._background is None
+        await backend.close()
+        with pytest.raises(BackendUnavailable):
+            await backend.embed_background(token_ids)
+
+    run(test)
