@@ -1,0 +1,1 @@
+"""The `kbrec` command line (the top layer): one module per subcommand in `cli.commands`."""

@@ -6,7 +6,8 @@
   python backend only); each version's model.py runs ONNX Runtime itself.
 
 Both load the two newest versions, so an upgrade can switch from N-1 to N
-without unloading anything (DESIGN.md: explicit-mode load swaps with no failure).
+without unloading anything (docs/architecture.md, "Platform facts": explicit-mode load
+swaps with no failure).
 """
 
 from __future__ import annotations

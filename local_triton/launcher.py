@@ -5,9 +5,9 @@
 
 The server runs in explicit model-control mode with exactly one model loaded
 (`--load-model`), which is also how a later live upgrade swaps versions without
-failed requests (DESIGN.md). Readiness is Triton's own: server ready and model
-ready over the HTTP v2 health endpoints, polled until a deadline; if the process
-exits first, the error carries the tail of its log.
+failed requests (docs/architecture.md, "Platform facts"). Readiness is Triton's
+own: server ready and model ready over the HTTP v2 health endpoints, polled until
+a deadline; if the process exits first, the error carries the tail of its log.
 """
 
 from __future__ import annotations
@@ -125,7 +125,8 @@ def triton_command(launch: TritonLaunch, environment: TritonEnvironment) -> list
 def triton_environ(environment: TritonEnvironment, base: Mapping[str, str]) -> dict[str, str]:
     """The server's environment: the stub embeds the first `python3` on PATH (the Triton
     venv's, with numpy<2 and ONNX Runtime), and must not write bytecode into the
-    repository (DESIGN.md: poll mode would reload the model on the new `__pycache__`)."""
+    repository (poll mode would reload the model on the new `__pycache__`; see
+    docs/architecture.md, "Platform facts")."""
     env = {k: v for k, v in base.items() if k not in {"PYTHONHOME", "PYTHONPATH", "VIRTUAL_ENV"}}
     env["PATH"] = os.pathsep.join([str(environment.bin_dir), base.get("PATH", os.defpath)])
     env["PYTHONDONTWRITEBYTECODE"] = "1"

@@ -1,0 +1,1 @@
+"""HTTP: routes, payload parsing, the OpenAPI document, the one error mapping, metrics."""

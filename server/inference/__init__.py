@@ -1,0 +1,1 @@
+"""Inference for one model version: tokenizing, micro-batching, backends, index, ranking."""

@@ -1,0 +1,1 @@
+"""Storage: the article store interface (`store`), SQLite (`sqlite`), seeding a store."""
