@@ -265,15 +265,25 @@ def wait_ready(base_url: str) -> None:
 
 
 class ServeProcess:
-    """`kbrec serve --port 0` as a child process; the URL comes from its ready log line."""
+    """`kbrec serve --port 0` as a child process; the URL comes from its ready log line.
+
+    `kbrec` is the command that runs the CLI: this checkout's by default, or another
+    installation's `kbrec` script (run from `cwd`, away from this checkout's packages).
+    """
 
     READY = re.compile(r"kbrec ready on (http://\S+) ")
 
-    def __init__(self, *args: str, env: dict[str, str] | None = None) -> None:
-        command = [sys.executable, "-m", "cli.main", "serve", "--port", "0", *args]
+    def __init__(
+        self,
+        *args: str,
+        env: dict[str, str] | None = None,
+        kbrec: Sequence[str] = (sys.executable, "-m", "cli.main"),
+        cwd: Path = REPO_ROOT,
+    ) -> None:
+        command = [*kbrec, "serve", "--port", "0", *args]
         self.process = subprocess.Popen(
             command,
-            cwd=REPO_ROOT,
+            cwd=cwd,
             env={**os.environ, **(env or {})},
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -311,11 +321,17 @@ class ServeProcess:
         """SIGTERM, then wait for the exit and the last line of output.
 
         uvicorn shuts down gracefully and then re-raises the signal, so a clean stop
-        returns -SIGTERM.
+        returns -SIGTERM. A process still running after the deadline is killed (and the
+        timeout raised): no test leaves a server behind.
         """
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(DEADLINE_S)
+        try:
+            code = self.process.wait(DEADLINE_S)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(DEADLINE_S)
+            raise
         self._reader.join(DEADLINE_S)
         return code
 
