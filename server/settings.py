@@ -158,11 +158,16 @@ def _knobs() -> dict[str, Knob]:
         if top.name in SECTION_TYPES:
             prefix = SECTION_PREFIX.get(top.name, "")
             for inner in dataclasses.fields(SECTION_TYPES[top.name]):
-                knob = Knob(prefix + inner.name, (top.name, inner.name), inner)
-                knobs[knob.name] = knob
+                add_knob(knobs, Knob(prefix + inner.name, (top.name, inner.name), inner))
         else:
-            knobs[top.name] = Knob(top.name, (None, top.name), top)
+            add_knob(knobs, Knob(top.name, (None, top.name), top))
     return knobs
+
+
+def add_knob(knobs: dict[str, Knob], knob: Knob) -> None:
+    if knob.name in knobs:  # one flag and one variable per knob
+        raise RuntimeError(f"two settings are named {knob.name!r}")
+    knobs[knob.name] = knob
 
 
 SECTION_TYPES: Final[dict[str, type[Any]]] = _sections()

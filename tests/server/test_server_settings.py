@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from server.inference.batching import BatchingConfig
 from server.settings import KNOBS, SETTING_HELP, Settings, settings_from
+from server.versions.backfill import BackfillPacing
 
 
 def test_defaults_match_the_documented_command_line() -> None:
@@ -67,3 +69,24 @@ def test_settings_are_frozen() -> None:
 
 def test_ipv6_base_url() -> None:
     assert Settings.of(host="::1", port=80).base_url == "http://[::1]:80"
+
+
+def test_nested_sections_take_flat_knob_names() -> None:
+    settings = Settings.of(port=0, max_wait_ms=1.5, backfill_share=0.5, triton_url="grpc://h:1")
+    assert settings.http.port == 0
+    assert settings.batching.max_wait_ms == 1.5
+    assert settings.backfill.share == 0.5
+    assert settings.inference.triton_url == "grpc://h:1"
+    assert {knob.value(settings) for knob in (KNOBS["port"], KNOBS["backfill_share"])} == {0, 0.5}
+    with pytest.raises(TypeError, match="max_wait_s"):
+        Settings.of(max_wait_s=1)
+
+
+def test_one_default_per_knob() -> None:
+    """Each knob's default is its section's, so the service and the code it configures
+    cannot disagree (the backfill step once defaulted to 4096 tokens in one, 256 in the
+    other)."""
+    settings = Settings()
+    assert settings.backfill == BackfillPacing()
+    assert settings.batching == BatchingConfig()
+    assert KNOBS["backfill_step_tokens"].default == BackfillPacing().step_tokens
