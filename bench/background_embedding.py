@@ -1,6 +1,6 @@
 """What re-embedding articles in the background costs a query, two ways, in one run.
 
-    .venv/bin/python bench/background_embedding.py > /tmp/background_embedding.md
+    .venv/bin/python -m bench.background_embedding > /tmp/background_embedding.md
 
 A query (32 tokens, the serving session with default threads) is timed:
 - alone;
@@ -16,19 +16,14 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Final
 
 import numpy as np
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from server.inference.backends.onnx_runtime import load_session  # noqa: E402
+from server.inference.backends.onnx_runtime import load_session
 
 INPUT, OUTPUT = "input_ids", "embedding"
 
@@ -47,12 +42,12 @@ def row(name: str, times: list[float]) -> str:
     return f"| {name} | {len(times)} | {statistics.median(times):.1f} | {p95:.1f} |"
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", type=Path, default=REPO_ROOT / "model_repository/encoder/1")
+    parser.add_argument("--model", type=Path, default=Path("model_repository/encoder/1"))
     parser.add_argument("--background-threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     model = str(args.model / "model.onnx")
     serving = load_session(model, 0)
     background = load_session(model, args.background_threads)
@@ -90,7 +85,8 @@ def main() -> None:
     print(row("one 256-token article on the serving session (a turn)", step))
     ratio = statistics.median(beside) / statistics.median(alone)
     print(f"\nquery median beside / alone: **{ratio:.2f}x**; background: {rate:.1f} articles/s")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

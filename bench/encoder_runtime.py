@@ -1,6 +1,6 @@
 """ONNX Runtime vs the TF SavedModel (as a tf.function): encoder latency by batch size.
 
-    .venv/bin/python bench/encoder_runtime.py --saved-model artifacts/pretrained \
+    .venv/bin/python -m bench.encoder_runtime --saved-model artifacts/pretrained \
         --onnx model_repository/encoder/1/model.onnx
 
 Both run the same int32 token batches (random ids, fixed length, no padding)
@@ -13,7 +13,7 @@ import argparse
 import os
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -34,14 +34,14 @@ def median_ms(fn: Callable[[], object], repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--saved-model", type=Path, required=True)
     parser.add_argument("--onnx", type=Path, required=True)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 32, 128])
     parser.add_argument("--length", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=15)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
 
     loaded = tf.saved_model.load(str(args.saved_model))  # owns the variables: keep it
     tf_fn = tf.function(
@@ -63,7 +63,8 @@ def main() -> None:
             f"| {batch} | {tf_ms:.1f} | {ort_ms:.1f} | {tf_ms / ort_ms:.2f}x "
             f"| {batch / ort_ms * 1000:.0f} |"
         )
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

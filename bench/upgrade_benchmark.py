@@ -1,7 +1,7 @@
 """Live-upgrade benchmark: latency while a new model version is re-embedded and switched
 in, against steady state, at the same open-loop rate, in one run.
 
-    .venv/bin/python bench/upgrade_benchmark.py --new-version /tmp/stage/encoder/1 \
+    .venv/bin/python -m bench.upgrade_benchmark --new-version /tmp/stage/encoder/1 \
         --rate 20 > /tmp/upgrade_benchmark.md
 
 1. `kbrec serve` on a copy of the repository (its newest version: v1) and of the
@@ -23,34 +23,26 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
-import threading
 import time
-import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
 
-REPO_ROOT: Final = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from kbrec.repository import CONFIG_FILE, list_versions, model_dir, version_dir  # noqa: E402
-from kbrec.repository import publish_version as publish  # noqa: E402
-
-READY: Final = re.compile(r"kbrec ready on (http://\S+) ")
-PYTHON: Final = sys.executable
+from kbrec.repository import CONFIG_FILE, list_versions, model_dir, version_dir
+from kbrec.repository import publish_version as publish
+from loadtest.kbrec_process import KBREC, ServeProcess, fetch_json
+from loadtest.report import JSON_FILE
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repository", type=Path, default=REPO_ROOT / "model_repository")
-    parser.add_argument("--db", type=Path, default=REPO_ROOT / "data" / "kbrec.sqlite")
-    parser.add_argument("--corpus", type=Path, default=REPO_ROOT / "data" / "corpus")
+    parser.add_argument("--repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--db", type=Path, default=Path("data/kbrec.sqlite"))
+    parser.add_argument("--corpus", type=Path, default=Path("data/corpus"))
     parser.add_argument("--new-version", type=Path, required=True, help="version dir to publish")
     parser.add_argument("--rate", type=float, default=20.0, help="requests/s, both phases")
     parser.add_argument("--steady-s", type=float, default=60.0)
@@ -62,66 +54,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-class Server:
-    def __init__(self, repository: Path, db: Path, extra: list[str]) -> None:
-        command = [PYTHON, "-m", "cli.main", "serve", "--port", "0"]
-        command += ["--repository", str(repository), "--db", str(db), "--repository-poll-s", "1"]
-        self.process = subprocess.Popen(
-            [*command, *extra],
-            cwd=REPO_ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self.url = ""
-        ready = threading.Event()
-
-        def read() -> None:
-            assert self.process.stdout is not None
-            for line in self.process.stdout:
-                self.lines.append(line)
-                match = READY.search(line)
-                if match:
-                    self.url = match.group(1)
-                    ready.set()
-            ready.set()
-
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(600) or not self.url:
-            self.stop()
-            raise RuntimeError("server did not get ready:\n" + "".join(self.lines[-30:]))
-
-    def memory_kib(self) -> dict[str, int]:
-        status = Path(f"/proc/{self.process.pid}/status").read_text()
-        return {
-            key: int(value.split()[0])
-            for key, value in re.findall(r"^(VmRSS|VmHWM):\s+(.+)$", status, re.MULTILINE)
-        }
-
-    def models(self) -> dict:
-        with urllib.request.urlopen(f"{self.url}/v1/models", timeout=30) as response:
-            return json.load(response)
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(60)
-
-
 def loadtest(
     url: str, rate: float, out: Path, corpus: Path, duration_s: float
 ) -> subprocess.Popen[bytes]:
-    command = [PYTHON, "-m", "cli.main", "loadtest", "--url", url, "--rate", str(rate)]
+    """`kbrec loadtest` in its own process: it runs while this one publishes and watches,
+    and SIGINT ends it with a report of what it measured (the upgrade's length is unknown
+    up front)."""
+    command = [*KBREC, "loadtest", "--url", url, "--rate", str(rate)]
     command += ["--duration", str(duration_s), "--warmup-s", "2", "--window-s", "10"]
     command += ["--workload", f"corpus:{corpus}", "--out", str(out), "--seed", "7"]
-    return subprocess.Popen(
-        command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def step_of(out: Path) -> dict:
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / JSON_FILE).read_text())
     (step,) = summary["steps"]
     return step
 
@@ -132,8 +78,8 @@ def copy_version(source: Path, out: Path) -> None:
             shutil.copy2(path, out / path.name)
 
 
-def main() -> None:
-    args = parse_args()
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="kbrec-upgrade-bench-"))
     repository, db = work / "repository", work / "kbrec.sqlite"
     newest = max(list_versions(args.repository))
@@ -141,9 +87,11 @@ def main() -> None:
     shutil.copy2(model_dir(args.repository) / CONFIG_FILE, model_dir(repository) / CONFIG_FILE)
     shutil.copytree(version_dir(args.repository, newest), version_dir(repository, 1))
     shutil.copy2(args.db, db)
-    server = Server(repository, db, args.serve_args)
-    try:
-        articles = sum(v["stored_vectors"] for v in server.models()["versions"])
+    serve_args = ["--repository", str(repository), "--db", str(db), "--repository-poll-s", "1"]
+    with ServeProcess([*serve_args, *args.serve_args]) as server:
+        server.wait_ready(600)
+        models = f"{server.url}/v1/models"
+        articles = sum(v["stored_vectors"] for v in fetch_json(models)["versions"])
         steady_out = args.out / "steady"
         code = loadtest(server.url, args.rate, steady_out, args.corpus, args.steady_s).wait()
         if code != 0:
@@ -152,32 +100,33 @@ def main() -> None:
 
         upgrade_out = args.out / "upgrade"
         load = loadtest(server.url, args.rate, upgrade_out, args.corpus, args.max_upgrade_s)
-        time.sleep(args.lead_s)
-        published_at = time.monotonic()
-        publish(repository, lambda out: copy_version(args.new_version, out))
-        progress: list[dict] = []
-        while True:
-            snapshot = server.models()
-            if snapshot["upgrade"] is not None:
-                progress.append(snapshot["upgrade"])
-            if snapshot["active_version"] == 2:
-                break
-            if time.monotonic() - published_at > args.max_upgrade_s:
-                raise RuntimeError(f"no switch within {args.max_upgrade_s} s")
-            time.sleep(1)
-        upgrade_s = time.monotonic() - published_at
-        two_versions = server.memory_kib()
-        time.sleep(args.tail_s)
-        load.send_signal(signal.SIGINT)
-        load.wait(120)
-    finally:
-        server.stop()
+        try:
+            time.sleep(args.lead_s)
+            published_at = time.monotonic()
+            publish(repository, lambda out: copy_version(args.new_version, out))
+            progress: list[dict] = []
+            while True:
+                snapshot = fetch_json(models)
+                if snapshot["upgrade"] is not None:
+                    progress.append(snapshot["upgrade"])
+                if snapshot["active_version"] == 2:
+                    break
+                if time.monotonic() - published_at > args.max_upgrade_s:
+                    raise RuntimeError(f"no switch within {args.max_upgrade_s} s")
+                time.sleep(1)
+            upgrade_s = time.monotonic() - published_at
+            two_versions = server.memory_kib()
+            time.sleep(args.tail_s)
+        finally:
+            load.send_signal(signal.SIGINT)  # ends the run with a report of what it measured
+            load.wait(120)
     report(
         args,
         Outcome(articles, upgrade_s, progress, one_version, two_versions),
         step_of(steady_out),
         step_of(upgrade_out),
     )
+    return 0
 
 
 @dataclass(frozen=True)
@@ -220,4 +169,4 @@ def report(args: argparse.Namespace, outcome: Outcome, steady: dict, upgrade: di
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

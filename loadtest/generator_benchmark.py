@@ -21,21 +21,20 @@ import selectors
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.http_client import HttpTarget, parse_http_url
-from loadtest.kbrec_api import RECOMMEND_PATH, kbrec_requests
+from loadtest.kbrec_api import recommendation_body
+from loadtest.library_clients import ClientOpener, aiohttp_client, httpx_client
+from loadtest.point import level_config
 from loadtest.runner import Load, RunConfig, RunResult, execute
+from loadtest.setup import kbrec_target
 from loadtest.sources import load_workload
 from loadtest.workload import Query, Workload, build_workload, pick_items
 
 START_TIMEOUT_S = 30.0
-Post = Callable[[bytes], Awaitable[int]]  # send one body, return the HTTP status
-Close = Callable[[], Awaitable[object]]
-ClientOpener = Callable[[], Awaitable[tuple[Post, Close]]]
 GENERATOR_CPU, STUB_CPU = 0, 1
 
 
@@ -103,13 +102,8 @@ def workload() -> Workload:
 
 
 def harness_row(url: str, config: RunConfig, items: Workload, label: str) -> Row:
-    endpoint = parse_http_url(url)
-    requests = kbrec_requests(endpoint, items.items, 5)
     cap = max(1000, int(max(config.loads)))
-
-    async def make() -> HttpTarget:
-        return HttpTarget(endpoint, requests, cap, 10.0)
-
+    make = kbrec_target(url, items, 5, cap, 10.0)
     load = Load(make, pick_items(items, 0, 1.1, 0.0), items.ops, url, items.description)
     result = asyncio.run(execute(config, load, progress_stream=io.StringIO()))
     return _row(result, label)
@@ -135,22 +129,7 @@ def _row(result: RunResult, label: str) -> Row:
 
 
 def run_config(mode: str, load: float, seconds: float) -> RunConfig:
-    return RunConfig(
-        mode=mode,
-        loads=(load,),
-        sweep=False,
-        poisson=False,
-        duration_s=seconds + 1.0,
-        max_requests=10_000_000,
-        warmup_s=1.0,
-        window_s=seconds,
-        max_windows=1,
-        stability=0.1,
-        max_p99_ms=None,
-        max_error_rate=1.0,
-        max_lag_s=1.0,
-        seed=0,
-    )
+    return level_config(mode, load, warmup_s=1.0, window_s=seconds, max_lag_s=1.0)
 
 
 async def library_closed_loop(
@@ -184,44 +163,10 @@ async def library_closed_loop(
     return Row(name, load, counts["ok"] / wall, 0, counts["errors"], None, None, per_1k, cpu / wall)
 
 
-def aiohttp_client(url: str) -> ClientOpener:
-    async def open_client() -> tuple[Post, Close]:
-        import aiohttp
-
-        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))
-        headers = {"content-type": "application/json"}
-
-        async def post(body: bytes) -> int:
-            async with session.post(url + RECOMMEND_PATH, data=body, headers=headers) as answer:
-                await answer.read()
-                return answer.status
-
-        return post, session.close
-
-    return open_client
-
-
-def httpx_client(url: str) -> ClientOpener:
-    async def open_client() -> tuple[Post, Close]:
-        import httpx
-
-        limits = httpx.Limits(max_connections=None, max_keepalive_connections=None)
-        client = httpx.AsyncClient(limits=limits, timeout=10)
-        headers = {"content-type": "application/json"}
-
-        async def post(body: bytes) -> int:
-            answer = await client.post(url + RECOMMEND_PATH, content=body, headers=headers)
-            return answer.status_code
-
-        return post, client.aclose
-
-    return open_client
-
-
 def request_bodies(items: Workload) -> list[bytes]:
     """Only the JSON bodies of the recommendation requests (the libraries add the head)."""
-    raw = kbrec_requests(parse_http_url("http://x:1"), items.items[: items.write_start], 5)
-    return [request.split(b"\r\n\r\n", 1)[1] for request in raw]
+    queries = items.items[: items.write_start]
+    return [recommendation_body(query, 5) for query in queries if isinstance(query, Query)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,12 +13,16 @@ RECOMMEND_PATH = "/v1/recommendations"
 
 def item_request(endpoint: HttpEndpoint, item: Item, top_k: int) -> bytes:
     if isinstance(item, Query):
-        body = {"account_id": item.account_id, "text": item.text, "top_k": top_k}
-        return build_request(endpoint, "POST", RECOMMEND_PATH, _json(body))
+        return build_request(endpoint, "POST", RECOMMEND_PATH, recommendation_body(item, top_k))
     assert isinstance(item, ArticleWrite)
     account, article = quote(item.account_id, safe=""), quote(item.article_id, safe="")
     path = f"/v1/accounts/{account}/articles/{article}"
     return build_request(endpoint, "PUT", path, _json({"title": item.title, "body": item.body}))
+
+
+def recommendation_body(query: Query, top_k: int) -> bytes:
+    """The JSON body of a recommendation request (for clients that write their own head)."""
+    return _json({"account_id": query.account_id, "text": query.text, "top_k": top_k})
 
 
 def kbrec_requests(endpoint: HttpEndpoint, items: tuple[Item, ...], top_k: int) -> list[bytes]:

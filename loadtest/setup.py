@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable, Callable
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from loadtest.http_client import HttpTarget, parse_http_url
 from loadtest.kbrec_api import kbrec_requests
@@ -12,6 +12,9 @@ from loadtest.runner import Load, RunConfig
 from loadtest.sources import WorkloadError, load_workload
 from loadtest.target import Target, TargetError
 from loadtest.workload import Workload, pick_items
+
+if TYPE_CHECKING:  # tritonclient is imported only when a Triton target is made
+    from loadtest.triton_target import TritonModel
 
 SINGLE_RUN_DURATION_S: Final = 30.0
 # Time a sweep step may spend waiting for its last answers, in the default duration.
@@ -93,11 +96,18 @@ def _check_url(args: argparse.Namespace) -> None:
 def _http_factory(
     args: argparse.Namespace, workload: Workload, max_in_flight: int
 ) -> TargetFactory:
-    endpoint = parse_http_url(args.url)
-    requests = kbrec_requests(endpoint, workload.items, args.top_k)
+    return kbrec_target(args.url, workload, args.top_k, max_in_flight, args.timeout_s)
+
+
+def kbrec_target(
+    url: str, workload: Workload, top_k: int, max_in_flight: int, timeout_s: float
+) -> TargetFactory:
+    """kbrec's HTTP API at `url` as a target factory, every item's request built now."""
+    endpoint = parse_http_url(url)
+    requests = kbrec_requests(endpoint, workload.items, top_k)
 
     async def make() -> Target:
-        return HttpTarget(endpoint, requests, max_in_flight, args.timeout_s)
+        return HttpTarget(endpoint, requests, max_in_flight, timeout_s)
 
     return make
 
@@ -105,14 +115,23 @@ def _http_factory(
 def _triton_factory(
     args: argparse.Namespace, workload: Workload, max_in_flight: int
 ) -> TargetFactory:
-    from loadtest.triton_target import TritonTarget, parse_grpc_url, triton_model
+    from loadtest.triton_target import parse_grpc_url, triton_model
 
     if args.write_fraction > 0:
         raise TargetError("--write-fraction needs --target kbrec: Triton has no article API")
     parse_grpc_url(args.url)
     model = triton_model(workload, args.repository, args.model_version, args.model)
+    return triton_target(args.url, model, max_in_flight, args.timeout_s)
+
+
+def triton_target(
+    url: str, model: TritonModel, max_in_flight: int, timeout_s: float
+) -> TargetFactory:
+    """Triton at `url` over gRPC as a target factory (the channel binds to the loop that
+    makes it, so the target is made inside the run)."""
+    from loadtest.triton_target import TritonTarget
 
     async def make() -> Target:
-        return TritonTarget(args.url, model, max_in_flight, args.timeout_s)
+        return TritonTarget(url, model, max_in_flight, timeout_s)
 
     return make

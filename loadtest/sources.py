@@ -4,16 +4,14 @@
   real index entries the model was not trained on) with their accounts; writes copy
   real articles of the same account (articles.jsonl) under load-test ids.
 - file:PATH — JSON lines {"account_id", "text"} (other fields ignored).
-- tickets[:DIR] — the realistic support tickets of bench/ticket_texts.py (hand-written
-  and templated from DIR's test queries); shared with the service benchmark rather
-  than copied, so both measure the same texts.
+- tickets[:DIR] — the realistic support tickets of loadtest/tickets.py (hand-written
+  and templated from DIR's test queries); the benchmarks in bench/ send the same ones,
+  so both measure the same texts.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Final
@@ -26,13 +24,13 @@ from kbrec.records import (
     read_articles,
     read_queries,
 )
+from loadtest.tickets import ticket_texts
 from loadtest.workload import Query, Workload, build_workload
 
 DEFAULT_CORPUS: Final = Path("data/corpus")
 DEFAULT_SPLITS: Final = ("validation", "test")
 # Long enough to cost a real embedding call; the server cuts articles to the model length.
 WRITE_BODY_CHARS: Final = 4000
-TICKETS_MODULE: Final = Path(__file__).resolve().parents[1] / "bench" / "ticket_texts.py"
 
 
 class WorkloadError(Exception):
@@ -103,25 +101,10 @@ def _query_line(line: str, where: str) -> Query:
 
 
 def tickets_workload(corpus: Path) -> Workload:
-    ticket_texts = _ticket_texts_function()
     path = corpus / QUERIES_FILE
     if not path.is_file():
         raise WorkloadError(f"{path} not found: the templated tickets need the corpus queries")
-    queries = [Query(t.account_id, t.text) for t in ticket_texts(path)]
-    return build_workload(queries, article_content(corpus), f"tickets ({TICKETS_MODULE.name})")
-
-
-def _ticket_texts_function() -> Callable[[Path], Sequence]:
-    """bench/ticket_texts.ticket_texts, loaded by path: bench/ is a script folder of the
-    source tree, not an installed package, so a plain import fails under `kbrec`."""
-    if not TICKETS_MODULE.is_file():
-        raise WorkloadError(f"{TICKETS_MODULE} not found: the tickets workload needs a checkout")
-    spec = importlib.util.spec_from_file_location("kbrec_bench_ticket_texts", TICKETS_MODULE)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module.ticket_texts
+    return build_workload(ticket_texts(path), article_content(corpus), "tickets (loadtest.tickets)")
 
 
 def _read(reader: Callable[[Path], list], path: Path) -> list:

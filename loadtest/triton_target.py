@@ -29,6 +29,7 @@ from kbrec.repository import (
     version_dir,
 )
 from kbrec.tokenization import TextTokenizer
+from loadtest.kbrec_process import fetch_text
 from loadtest.target import (
     CONNECTION_ERROR,
     INTERRUPTED,
@@ -174,3 +175,22 @@ class TritonTarget:
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._client.close()
+
+
+def execution_counters(metrics_url: str, model: str = MODEL_NAME) -> dict[str, float]:
+    """Rows inferred and model executions of `model` so far, from Triton's Prometheus
+    metrics: differences over a load level give the rows per execution, i.e. how much
+    Triton's dynamic batcher batched. Blocking: read between levels."""
+    names = {"nv_inference_count": "triton_rows", "nv_inference_exec_count": "triton_executions"}
+    counts = dict.fromkeys(names.values(), 0.0)
+    for line in fetch_text(metrics_url).splitlines():
+        name, _, labels = line.partition("{")
+        if name in names and f'model="{model}"' in labels:
+            counts[names[name]] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def rows_per_execution(spent: dict[str, float]) -> float | None:
+    """From differences of `execution_counters`; None without Triton's counters or runs."""
+    executions = spent.get("triton_executions")
+    return spent["triton_rows"] / executions if executions else None

@@ -10,6 +10,7 @@ Within an account, texts are chosen uniformly, so text lengths are the real ones
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -130,3 +131,10 @@ def pick_items(
         slots = rng.integers(0, WRITE_SLOTS, size=_CHUNK)
         picks = np.where(writes, workload.write_start + account * WRITE_SLOTS + slots, picks)
         yield from picks.tolist()
+
+
+def in_order(workload: Workload, items: Sequence[Item]) -> Iterator[int]:
+    """Endless picks that send `items` (all in `workload`) in the given order, round and
+    round: for benchmarks that compare systems on one fixed sequence, not a random draw."""
+    index = {item: k for k, item in enumerate(workload.items)}
+    return itertools.cycle([index[item] for item in items])

@@ -113,7 +113,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--workload",
         default="corpus:data/corpus",
         help="corpus:DIR (held-out queries), file:PATH ({account_id, text} JSON lines) or "
-        "tickets[:DIR] (bench/ticket_texts.py) (default: corpus:data/corpus)",
+        "tickets[:DIR] (loadtest/tickets.py) (default: corpus:data/corpus)",
     )
     workload.add_argument("--splits", default="validation,test", help="corpus: query splits")
     workload.add_argument(

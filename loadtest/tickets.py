@@ -1,6 +1,9 @@
-"""Realistic support-ticket texts for the service benchmark, deterministic.
+"""Realistic support-ticket texts, deterministic: the `tickets` workload and the benchmarks.
 
-Two kinds, about 60 in all:
+They live in the load-test package because two consumers must measure the same texts:
+`kbrec loadtest --workload tickets` (loadtest.sources) and the scenarios of bench/.
+
+Each ticket is a workload `Query` (account, text). Two kinds, about 60 in all:
 
 - HAND_WRITTEN: tickets as customers write them (greetings, context, typos of
   tone, a few long ones), 5 to 80 words, each addressed to the help center it is
@@ -9,23 +12,17 @@ Two kinds, about 60 in all:
   numbering"), wrapped in a sentence a customer might write; the account is the
   target article's account.
 
-The length mix matters for the benchmark: batches are padded to their longest
+The length mix matters for the benchmarks: batches are padded to their longest
 member, so a few long tickets make whole batches slower, as in production.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-
-@dataclass(frozen=True)
-class Ticket:
-    account_id: str
-    text: str
-
+from loadtest.workload import Query
 
 # (account, text). Accounts are the 9 LibreOffice help modules of data/corpus.
 HAND_WRITTEN: Final[tuple[tuple[str, str], ...]] = (
@@ -160,7 +157,7 @@ PRODUCT: Final[dict[str, str]] = {
 TEMPLATED_COUNT: Final = 20
 
 
-def templated_tickets(queries_path: Path, count: int = TEMPLATED_COUNT) -> list[Ticket]:
+def templated_tickets(queries_path: Path, count: int = TEMPLATED_COUNT) -> list[Query]:
     """`count` test-split queries, round-robin over accounts, each in a customer's sentence.
 
     Queries are sorted before picking, so the same corpus always gives the same tickets.
@@ -174,7 +171,7 @@ def templated_tickets(queries_path: Path, count: int = TEMPLATED_COUNT) -> list[
     accounts = sorted(by_account)
     for texts in by_account.values():
         texts.sort()
-    tickets: list[Ticket] = []
+    tickets: list[Query] = []
     for i in range(count):
         account = accounts[i % len(accounts)]
         texts = by_account[account]
@@ -182,15 +179,15 @@ def templated_tickets(queries_path: Path, count: int = TEMPLATED_COUNT) -> list[
         text = texts[(i // len(accounts) * 37 + 11) % len(texts)]
         template = TEMPLATES[i % len(TEMPLATES)]
         product = PRODUCT.get(account, "LibreOffice")
-        tickets.append(Ticket(account, template.format(text=text, product=product)))
+        tickets.append(Query(account, template.format(text=text, product=product)))
     return tickets
 
 
-def ticket_texts(queries_path: Path) -> list[Ticket]:
+def ticket_texts(queries_path: Path) -> list[Query]:
     """Hand-written and templated tickets interleaved, so any window mixes both kinds."""
-    hand = [Ticket(account, text) for account, text in HAND_WRITTEN]
+    hand = [Query(account, text) for account, text in HAND_WRITTEN]
     templated = templated_tickets(queries_path)
-    mixed: list[Ticket] = []
+    mixed: list[Query] = []
     for i in range(max(len(hand), len(templated))):
         mixed.extend(group[i] for group in (hand, templated) if i < len(group))
     return mixed

@@ -1,0 +1,38 @@
+"""CPU seconds and memory of processes and of the whole machine, read from Linux /proc.
+
+A benchmark on a shared, small machine has to say what its numbers cost and what
+else ran meanwhile: the server's CPU per request, the generator's, and the cores
+busy with neither (neighbours' noise). These are cumulative counters; a benchmark
+reads them before and after a load level and reports the difference.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Final
+
+CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK")
+_MEMORY_LINE: Final = re.compile(r"^(VmRSS|VmHWM):\s+(\d+) kB$", re.MULTILINE)
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process, all its threads."""
+    # The command name (field 2) may hold spaces and parentheses: split after its ")".
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def system_busy_cpu_s() -> float:
+    """CPU seconds all cores spent on anything but idle and I/O wait."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    # guest time is already inside user time: the first eight fields only
+    return (sum(ticks[:8]) - idle) / CLOCK_TICKS
+
+
+def memory_kib(pid: int) -> dict[str, int]:
+    """{"VmRSS": resident now, "VmHWM": peak resident} of a process, in KiB."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    return {key: int(value) for key, value in _MEMORY_LINE.findall(status)}
