@@ -51,6 +51,7 @@ import numpy as np
 from kbrec.tokenization import pad_batch
 from server.errors import Overloaded
 from server.inference.backends.base import BackendError, BackendUnavailable, EmbeddingBackend
+from server.inference.batch_policy import BatchPolicy, FixedWait
 from server.inference.compute_gate import ComputeGate, Lane
 
 log = logging.getLogger(__name__)
@@ -184,6 +185,7 @@ class MicroBatcher(Generic[P, R]):
         ranker: BatchRanker[P, R],
         observer: BatchObserver | None = None,
         gate: ComputeGate | None = None,
+        policy: BatchPolicy | None = None,
     ) -> None:
         if not isinstance(config, BatchingConfig):
             raise TypeError(f"config must be a BatchingConfig, got {type(config).__name__}")
@@ -196,11 +198,11 @@ class MicroBatcher(Generic[P, R]):
             Lane.QUERY: _LaneQueue(config.max_queue),
             Lane.INGEST: _LaneQueue(config.ingest_max_queue),
         }
-        self._batch_limit = {
-            Lane.QUERY: config.max_batch_size,
-            Lane.INGEST: config.ingest_max_batch_size,
+        # Articles never wait for company; queries as the policy says.
+        self._policies: dict[Lane, BatchPolicy] = {
+            Lane.QUERY: policy or FixedWait(config.max_batch_size, config.max_wait_ms / 1000),
+            Lane.INGEST: FixedWait(config.ingest_max_batch_size, 0.0),
         }
-        self._max_wait = {Lane.QUERY: config.max_wait_ms / 1000, Lane.INGEST: 0.0}
         self._wakeup = asyncio.Event()  # something was queued
         self._room_freed = asyncio.Event()  # something left a queue (or the worker ended)
         self._worker: asyncio.Task[None] | None = None
@@ -268,7 +270,7 @@ class MicroBatcher(Generic[P, R]):
             raise Overloaded(f"article queue is full ({lane.capacity} waiting)")
         futures: list[asyncio.Future[Any]] = []
         try:
-            for chunk in chunked(documents, self._batch_limit[Lane.INGEST]):
+            for chunk in chunked(documents, self._config.ingest_max_batch_size):
                 if wait_for_room:
                     await self._wait_for_bulk_room(lane, len(chunk))
                 futures.extend(self._enqueue(Lane.INGEST, row, None) for row in chunk)
@@ -345,14 +347,15 @@ class MicroBatcher(Generic[P, R]):
 
     async def _collect(self, lane: Lane) -> list[_Pending]:
         """Wait until `lane` has a full batch or its oldest row's wait is over; take it."""
-        queue, limit = self._lanes[lane], self._batch_limit[lane]
+        queue, policy = self._lanes[lane], self._policies[lane]
         loop = asyncio.get_running_loop()
         while True:
+            limit = policy.batch_limit()
             queue.drop_gone()
             oldest = queue.oldest_enqueued_at()
             if oldest is None:
                 return []  # everyone waiting left
-            remaining = oldest + self._max_wait[lane] - loop.time()
+            remaining = oldest + policy.max_wait_s(len(queue)) - loop.time()
             if len(queue) >= limit or remaining <= 0:
                 break
             self._wakeup.clear()
@@ -382,12 +385,14 @@ class MicroBatcher(Generic[P, R]):
                 if not item.future.done():
                     item.future.set_result(result)
         self._in_flight = []
+        seconds = loop.time() - started
+        self._policies[lane].observe(len(batch), seconds)
         if lane is Lane.QUERY:
             self._query_batches_in_a_row += 1
         else:
             self._query_batches_in_a_row = 0
         if self._observer is not None:
-            self._observer.observe_batch(lane, len(batch), loop.time() - started)
+            self._observer.observe_batch(lane, len(batch), seconds)
 
     async def _embed(self, rows: list[Sequence[int]], lane: Lane) -> np.ndarray:
         """One backend call per length bucket, vectors back in the rows' order."""
