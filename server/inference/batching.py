@@ -5,7 +5,8 @@ Two lanes share one backend and one worker task:
 - QUERY (live recommendations): a batch flushes when `max_batch_size` queries
   wait or the oldest has waited `max_wait_ms`, whichever comes first. The wait is
   counted from the oldest query's arrival, so under load (queries piled up while
-  the previous batch ran) the next batch leaves at once.
+  the previous batch ran) the next batch leaves at once. With `target_p99_ms`,
+  batch size and wait follow a p99 target instead (`batch_policy.LatencyTarget`).
 - INGEST (article writes, index rebuilds): never waits for company, and its
   batches are smaller (`ingest_max_batch_size`), because long articles are slow
   and a query that arrives meanwhile waits for the whole batch.
@@ -49,9 +50,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from kbrec.tokenization import pad_batch
-from server.errors import Overloaded
+from server.errors import InvalidRequest, Overloaded
 from server.inference.backends.base import BackendError, BackendUnavailable, EmbeddingBackend
-from server.inference.batch_policy import BatchPolicy, FixedWait
+from server.inference.batch_policy import BatchPolicy, FixedWait, query_policy
 from server.inference.compute_gate import ComputeGate, Lane
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,12 @@ class BatchRanker(Protocol[P, R]):
     work on the batch (ranking) is shared too (`server.inference.ranking.IndexRanker`)."""
 
     def rank_batch(self, vectors: np.ndarray, payloads: Sequence[P]) -> Sequence[R]: ...
+
+
+class QueryTokenizer(Protocol):
+    """The version's tokenizer (`server.inference.tokenizing.VersionTokenizer`)."""
+
+    async def encode(self, texts: Sequence[str]) -> list[list[int]]: ...
 
 
 class BatchObserver(Protocol):
@@ -81,6 +88,7 @@ class BatchingConfig:
     ingest_max_batch_size: int = 8
     ingest_max_queue: int = 64
     ingest_every: int = 4
+    target_p99_ms: float = 0.0  # > 0: batch_policy.LatencyTarget instead of max_wait_ms
 
     def __post_init__(self) -> None:
         for name in (
@@ -97,6 +105,10 @@ class BatchingConfig:
                 raise ValueError(f"{name} must be > 0, got {value!r}")
         if not 0 <= self.max_wait_ms < float("inf"):
             raise ValueError(f"max_wait_ms must be finite and >= 0, got {self.max_wait_ms!r}")
+        if not 0 <= self.target_p99_ms < float("inf"):
+            raise ValueError(
+                f"target_p99_ms must be finite and >= 0, got {self.target_p99_ms!r}"
+            )
         if self.max_queue < self.max_batch_size:
             raise ValueError("max_queue must be >= max_batch_size, or batches never fill")
         if self.ingest_max_queue < self.ingest_max_batch_size:
@@ -105,10 +117,11 @@ class BatchingConfig:
 
 @dataclass(eq=False)
 class _Pending:
-    token_ids: Sequence[int]
+    token_ids: Sequence[int]  # empty until tokenized, for a query queued as text
     payload: Any
     future: asyncio.Future[Any]
     enqueued_at: float
+    text: str | None = None
 
 
 class _LaneQueue:
@@ -186,12 +199,14 @@ class MicroBatcher(Generic[P, R]):
         observer: BatchObserver | None = None,
         gate: ComputeGate | None = None,
         policy: BatchPolicy | None = None,
+        tokenizer: QueryTokenizer | None = None,
     ) -> None:
         if not isinstance(config, BatchingConfig):
             raise TypeError(f"config must be a BatchingConfig, got {type(config).__name__}")
         self._backend = backend
         self._config = config
         self._ranker = ranker
+        self._tokenizer = tokenizer
         self._observer = observer
         self._gate = gate or ComputeGate()
         self._lanes = {
@@ -200,7 +215,7 @@ class MicroBatcher(Generic[P, R]):
         }
         # Articles never wait for company; queries as the policy says.
         self._policies: dict[Lane, BatchPolicy] = {
-            Lane.QUERY: policy or FixedWait(config.max_batch_size, config.max_wait_ms / 1000),
+            Lane.QUERY: policy or query_policy(config),
             Lane.INGEST: FixedWait(config.ingest_max_batch_size, 0.0),
         }
         self._wakeup = asyncio.Event()  # something was queued
@@ -247,12 +262,23 @@ class MicroBatcher(Generic[P, R]):
 
     async def query(self, token_ids: Sequence[int], payload: P) -> R:
         """Embed one query in the next query batch; returns the ranker's result for it."""
+        self._admit_query()
+        return await self._enqueue(Lane.QUERY, token_ids, payload)
+
+    async def query_text(self, text: str, payload: P) -> R:
+        """As `query`, for a text: it is tokenized with its batch, in one tokenizer call
+        per batch instead of a thread-pool hop per query, and only once admitted."""
+        if self._tokenizer is None:
+            raise RuntimeError("this batcher has no tokenizer")
+        self._admit_query()
+        return await self._enqueue(Lane.QUERY, (), payload, text)
+
+    def _admit_query(self) -> None:
         self._raise_if_failed()
         lane = self._lanes[Lane.QUERY]
         lane.drop_gone()
         if lane.room() < 1:
             raise Overloaded(f"query queue is full ({lane.capacity} waiting)")
-        return await self._enqueue(Lane.QUERY, token_ids, payload)
 
     async def embed_documents(
         self, documents: Sequence[Sequence[int]], *, wait_for_room: bool = False
@@ -315,12 +341,14 @@ class MicroBatcher(Generic[P, R]):
             self._room_freed.clear()
             await self._room_freed.wait()
 
-    def _enqueue(self, lane: Lane, token_ids: Sequence[int], payload: Any) -> asyncio.Future[Any]:
-        if len(token_ids) == 0:
+    def _enqueue(
+        self, lane: Lane, token_ids: Sequence[int], payload: Any, text: str | None = None
+    ) -> asyncio.Future[Any]:
+        if len(token_ids) == 0 and text is None:
             raise ValueError("a row needs at least one token")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._lanes[lane].append(_Pending(token_ids, payload, future, loop.time()))
+        self._lanes[lane].append(_Pending(token_ids, payload, future, loop.time(), text))
         self._wakeup.set()
         return future
 
@@ -373,7 +401,8 @@ class MicroBatcher(Generic[P, R]):
         started = loop.time()
         self._in_flight = batch
         try:
-            results = await self._results_for(lane, batch)
+            batch = await self._tokenized(batch)
+            results = await self._results_for(lane, batch) if batch else []
         except Exception as exc:
             fail_callers(batch, exc)
         except BaseException as exc:
@@ -386,7 +415,8 @@ class MicroBatcher(Generic[P, R]):
                     item.future.set_result(result)
         self._in_flight = []
         seconds = loop.time() - started
-        self._policies[lane].observe(len(batch), seconds)
+        if batch:
+            self._policies[lane].observe(len(batch), seconds)
         if lane is Lane.QUERY:
             self._query_batches_in_a_row += 1
         else:
@@ -416,6 +446,21 @@ class MicroBatcher(Generic[P, R]):
         if out is None:
             raise BackendError("empty batch")
         return out
+
+    async def _tokenized(self, batch: list[_Pending]) -> list[_Pending]:
+        """Tokenize the queries queued as text, in one call; a text without a single
+        token the model knows fails its own caller only. Returns the rows to embed."""
+        texts = [item for item in batch if item.text is not None]
+        if not texts:
+            return batch
+        assert self._tokenizer is not None
+        rows = await self._tokenizer.encode([item.text or "" for item in texts])
+        for item, row in zip(texts, rows, strict=True):
+            if row:
+                item.token_ids = row
+            elif not item.future.done():
+                item.future.set_exception(InvalidRequest("the text has no token the model knows"))
+        return [item for item in batch if item.token_ids and not item.future.done()]
 
     async def _results_for(self, lane: Lane, batch: list[_Pending]) -> list[Any]:
         vectors = await self._embed([item.token_ids for item in batch], lane)

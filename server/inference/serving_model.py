@@ -50,7 +50,12 @@ class ModelLoader:
             raise
         index = VersionIndex(version.number, backend.dim)
         batcher = MicroBatcher(
-            backend, self.batching, IndexRanker(index), observer=self.observer, gate=self.gate
+            backend,
+            self.batching,
+            IndexRanker(index),
+            observer=self.observer,
+            gate=self.gate,
+            tokenizer=tokenizer,
         )
         batcher.start()
         return ServingModel(version, tokenizer, backend, batcher, index)
@@ -106,10 +111,9 @@ class ServingModel:
             raise BackendLoadError("smoke test: different texts get the same vector")
 
     async def rank(self, text: str, request: RankRequest) -> list[ScoredArticle]:
-        """Embed `text` in the next query batch and rank it within the request's account."""
-        (token_ids,) = await self.tokenizer.encode([text])
-        require_tokens([token_ids])
-        return await self.batcher.query(token_ids, request)
+        """Embed `text` in the next query batch and rank it within the request's account
+        (the batch is tokenized together: one tokenizer call per batch)."""
+        return await self.batcher.query_text(text, request)
 
     async def embed_articles(self, articles: Sequence[Article], *, bulk: bool) -> np.ndarray:
         """float32 [len(articles), dim]. `bulk` waits for queue room instead of a 503."""

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from serving_helpers import FakeBackend
 
-from server.errors import Overloaded
+from server.errors import InvalidRequest, Overloaded
 from server.inference.backends.base import BackendError, BackendUnavailable
 from server.inference.batching import BatchingConfig, MicroBatcher
 from server.inference.compute_gate import ComputeGate, Lane
@@ -379,5 +379,79 @@ def test_background_embedding_waits_for_queries_of_another_version() -> None:
         assert order == ["query 1", "query 2", "backfill"]
         await serving.close()
         await upgrading.close()
+
+    run(test)
+
+
+class WordTokenizer:
+    """Token ids from word lengths (2 = [CLS], 3 = [SEP]); records each call's texts."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+
+    async def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        self.calls.append(list(texts))
+        return [
+            [2, *(10 + len(word) for word in text.split()), 3] if text else [] for text in texts
+        ]
+
+
+def make_text_batcher(
+    backend: FakeBackend, tokenizer: WordTokenizer, **config: object
+) -> MicroBatcher:
+    batcher = MicroBatcher(backend, BatchingConfig(**config), echo_rows, tokenizer=tokenizer)
+    batcher.start()
+    return batcher
+
+
+def test_query_texts_are_tokenized_once_per_batch() -> None:
+    async def test() -> None:
+        backend, tokenizer = FakeBackend(1), WordTokenizer()
+        batcher = make_text_batcher(backend, tokenizer, max_batch_size=3, max_wait_ms=LONG_WAIT_MS)
+        texts = ["reset my password", "printer", "page numbers please"]
+        results = await asyncio.gather(*(batcher.query_text(t, i) for i, t in enumerate(texts)))
+        assert tokenizer.calls == [texts]  # one call for the whole batch
+        assert [payload for payload, _ in results] == [0, 1, 2]
+        assert backend.calls == [(3, 5)]  # one backend call, padded to the longest row
+        await batcher.close()
+
+    run(test)
+
+
+def test_a_text_without_tokens_fails_only_its_caller() -> None:
+    async def test() -> None:
+        backend, tokenizer = FakeBackend(1), WordTokenizer()
+        batcher = make_text_batcher(backend, tokenizer, max_batch_size=3, max_wait_ms=LONG_WAIT_MS)
+        outcomes = await asyncio.gather(
+            batcher.query_text("reset", 0),
+            batcher.query_text("", 1),
+            batcher.query_text("print it", 2),
+            return_exceptions=True,
+        )
+        assert isinstance(outcomes[1], InvalidRequest)
+        assert [outcome[0] for outcome in (outcomes[0], outcomes[2])] == [0, 2]
+        assert backend.calls == [(2, 4)]  # the empty text never reached the backend
+        await batcher.close()
+
+    run(test)
+
+
+def test_a_refused_query_text_is_never_tokenized() -> None:
+    async def test() -> None:
+        backend, tokenizer = FakeBackend(1), WordTokenizer()
+        backend.gate = asyncio.Event()
+        batcher = make_text_batcher(
+            backend, tokenizer, max_batch_size=1, max_queue=1, max_wait_ms=0
+        )
+        running = asyncio.create_task(batcher.query_text("first", 0))
+        await until(lambda: len(backend.calls) == 1)
+        queued = asyncio.create_task(batcher.query_text("second", 1))
+        await until(lambda: batcher.depth(Lane.QUERY) == 1)
+        with pytest.raises(Overloaded):
+            await batcher.query_text("x" * 100_000, 2)
+        backend.gate.set()
+        await asyncio.gather(running, queued)
+        assert tokenizer.calls == [["first"], ["second"]]
+        await batcher.close()
 
     run(test)
