@@ -18,7 +18,7 @@ from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server.errors import NotReady
-from server.inference.batching import Lane
+from server.inference.compute_gate import Lane
 from server.service import RecommendationService
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
@@ -63,16 +63,37 @@ class Metrics:
             ["lane"],
             registry=self.registry,
         )
+        # Label children by label values; bounded: methods, route templates, statuses.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._batch_children: dict[Lane, tuple[Any, Any, Any]] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "OTHER"
-        self.requests.labels(method, route, str(status)).inc()
-        self.latency.labels(method, route).observe(seconds)
+        key = (method, route, status)
+        children = self._request_children.get(key)
+        if children is None:  # label lookups cost more than the update: do them once
+            children = (
+                self.requests.labels(method, route, str(status)),
+                self.latency.labels(method, route),
+            )
+            self._request_children[key] = children
+        count, latency = children
+        count.inc()
+        latency.observe(seconds)
 
     def observe_batch(self, lane: Lane, rows: int, seconds: float) -> None:
-        self.batch_size.labels(lane.value).observe(rows)
-        self.batch_seconds.labels(lane.value).observe(seconds)
-        self.embedded_rows.labels(lane.value).inc(rows)
+        children = self._batch_children.get(lane)
+        if children is None:
+            children = (
+                self.batch_size.labels(lane.value),
+                self.batch_seconds.labels(lane.value),
+                self.embedded_rows.labels(lane.value),
+            )
+            self._batch_children[lane] = children
+        size, duration, embedded = children
+        size.observe(rows)
+        duration.observe(seconds)
+        embedded.inc(rows)
 
     def watch(self, service: RecommendationService) -> None:
         self.registry.register(ServiceCollector(service))
