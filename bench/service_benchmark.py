@@ -50,7 +50,9 @@ from bench.serving import (
     LevelPlan,
     LoadRow,
     StartResult,
+    load_average,
     load_table,
+    parse_configs,
     prepare_store,
     run_levels,
     start_server,
@@ -94,11 +96,6 @@ def serve_args(args: argparse.Namespace, db: Path, flags: Sequence[str]) -> list
     return ["--db", str(db), "--repository", str(args.repository), *flags]
 
 
-def parse_configs(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """'name=--flag value ...' → (name, extra `kbrec serve` arguments)."""
-    return [(name, shlex.split(flags)) for name, _, flags in (s.partition("=") for s in specs)]
-
-
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repository", type=Path, default=Path("model_repository"))
@@ -138,10 +135,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.configs = args.configs or ["batching on (defaults)=", "batching off=--max-batch-size 1"]
     return args
-
-
-def load_average() -> str:
-    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def ticket_note(rows: Sequence[Sequence[int]], tickets: Sequence[Query]) -> str:

@@ -12,6 +12,7 @@ has to own up to).
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import sys
@@ -23,6 +24,7 @@ from typing import Final
 from loadtest.kbrec_api import recommendation_body
 from loadtest.kbrec_process import (
     ServeProcess,
+    ServerProcess,
     batch_counters,
     check_recommendation,
     seed_store,
@@ -126,15 +128,17 @@ class LoadRow:
 
 
 def kbrec_level(
-    server: ServeProcess,
+    server: ServerProcess,
     workload: Workload,
     order: Sequence[Query],
     config: RunConfig,
     top_k: int,
     client: str = LOADTEST,
     more: Sequence[Counters] = (),
+    batch_metrics: bool = True,
 ) -> Measured:
-    """One level against the server; its CPU, batch metrics and `more` read around it."""
+    """One level against a server of kbrec's API; its CPU, batch metrics and `more` read
+    around it (batch_metrics=False: a server without kbrec's /metrics, e.g. an anchor)."""
     cap = int(config.loads[0]) if config.mode == "closed" else OPEN_LOOP_POOL
     if client == HTTPX:
         # Queries come first in a workload: body k is item k's.
@@ -153,7 +157,8 @@ def kbrec_level(
     def cpu() -> dict[str, float]:
         return {SERVER_CPU: server.cpu_s(), SYSTEM_CPU: system_busy_cpu_s()}
 
-    return measure(config, load, [cpu, lambda: batch_counters(server.url), *more])
+    batches: list[Counters] = [lambda: batch_counters(server.url)] if batch_metrics else []
+    return measure(config, load, [cpu, *batches, *more])
 
 
 def run_levels(
@@ -178,6 +183,15 @@ def run_levels(
         rows.append(LoadRow(name, mode, client, measured))
         progress(f"{name} {mode} ({client})", measured)
     return rows
+
+
+def parse_configs(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """'name=--flag value ...' → (name, extra `kbrec serve` arguments)."""
+    return [(name, shlex.split(flags)) for name, _, flags in (s.partition("=") for s in specs)]
+
+
+def load_average() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def progress(label: str, measured: Measured, extra: str = "") -> None:

@@ -6,6 +6,8 @@ whatever happens. The server is a child process rather than an in-process app so
 that its CPU and memory can be read from /proc apart from the generator's, and so
 that it runs exactly as deployed (`--launcher` can wrap it, e.g. in `taskset`).
 The CLI is started by module name, never imported: loadtest sits below `cli/`.
+`ServerProcess` is the same for any HTTP server a benchmark runs next to kbrec (e.g.
+the anchor of bench/frontend_benchmark.py): only its command and ready line differ.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, Self
 
 from loadtest.kbrec_api import RECOMMEND_PATH
 from loadtest.proc_stats import memory_kib, process_cpu_s
@@ -36,25 +38,27 @@ QUERY_LANE: Final = 'lane="query"'
 
 
 class ServeError(RuntimeError):
-    """`kbrec serve` exited or never got ready; the message ends with its last output."""
+    """A server (`kbrec serve`) exited or never got ready; the message ends with its last
+    output."""
 
 
-class ServeProcess:
-    """`kbrec serve --port 0 ARGS` as a child process, stopped on leaving a `with` block.
+class ServerProcess:
+    """An HTTP server as a child process that logs its URL once it listens; stopped on
+    leaving a `with` block.
 
-    The URL is known only from the ready log line, so readiness is that line followed
-    by a /readyz that answers 200. A thread reads the output (kept in `lines` for error
-    messages) and notes when the server starts embedding articles, so a start-up can
-    be split into loading and embedding.
+    Ready is that log line (its first group is the URL) followed by a /readyz that
+    answers 200. A thread reads the output (kept in `lines` for error messages) and
+    hands each line to `_on_line`, so a subclass can follow the server's start-up.
     """
 
-    def __init__(self, serve_args: Sequence[str], launcher: Sequence[str] = KBREC) -> None:
-        self.command = [*launcher, "serve", "--port", "0", *serve_args]
+    name = "server"
+
+    def __init__(self, command: Sequence[str], ready_line: re.Pattern[str]) -> None:
+        self.command = list(command)
         self.lines: list[str] = []
         self.url = ""
-        self.embed_started: float | None = None
-        self.articles_to_embed = 0
         self.ready_at: float | None = None
+        self._ready_pattern = ready_line
         self._ready_line = threading.Event()
         self.started = time.perf_counter()
         self.process = subprocess.Popen(
@@ -71,13 +75,14 @@ class ServeProcess:
         assert self.process.stdout is not None
         for line in self.process.stdout:
             self.lines.append(line)
-            if (embed := EMBED_LINE.search(line)) is not None:
-                self.embed_started = time.perf_counter()
-                self.articles_to_embed = int(embed.group(2))
-            if (ready := READY_LINE.search(line)) is not None:
+            self._on_line(line)
+            if (ready := self._ready_pattern.search(line)) is not None:
                 self.url = ready.group(1)
                 self._ready_line.set()
         self._ready_line.set()  # exited: wake the waiter
+
+    def _on_line(self, line: str) -> None:
+        """Called with every output line, in the reader thread."""
 
     @property
     def pid(self) -> int:
@@ -94,13 +99,6 @@ class ServeProcess:
             time.sleep(0.01)
         self.ready_at = time.perf_counter()
         return self.ready_at - self.started
-
-    @property
-    def embed_seconds(self) -> float | None:
-        """From the start of embedding the store's articles to ready (None: nothing to embed)."""
-        if self.embed_started is None or self.ready_at is None or not self.articles_to_embed:
-            return None
-        return self.ready_at - self.embed_started
 
     def cpu_s(self) -> float:
         return process_cpu_s(self.pid)
@@ -120,9 +118,9 @@ class ServeProcess:
 
     def _error(self, what: str) -> ServeError:
         self.stop()
-        return ServeError(f"kbrec serve {what}:\n" + "".join(self.lines[-30:]))
+        return ServeError(f"{self.name} {what}:\n" + "".join(self.lines[-30:]))
 
-    def __enter__(self) -> ServeProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
@@ -132,6 +130,33 @@ class ServeProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+class ServeProcess(ServerProcess):
+    """`kbrec serve --port 0 ARGS` as a child process.
+
+    Besides readiness, the reader notes when the server starts embedding articles, so
+    a start-up can be split into loading and embedding.
+    """
+
+    name = "kbrec serve"
+
+    def __init__(self, serve_args: Sequence[str], launcher: Sequence[str] = KBREC) -> None:
+        self.embed_started: float | None = None
+        self.articles_to_embed = 0
+        super().__init__([*launcher, "serve", "--port", "0", *serve_args], READY_LINE)
+
+    def _on_line(self, line: str) -> None:
+        if (embed := EMBED_LINE.search(line)) is not None:
+            self.embed_started = time.perf_counter()
+            self.articles_to_embed = int(embed.group(2))
+
+    @property
+    def embed_seconds(self) -> float | None:
+        """From the start of embedding the store's articles to ready (None: nothing to embed)."""
+        if self.embed_started is None or self.ready_at is None or not self.articles_to_embed:
+            return None
+        return self.ready_at - self.embed_started
 
 
 def seed_store(corpus: Path, db: Path, launcher: Sequence[str] = KBREC) -> float:

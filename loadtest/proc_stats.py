@@ -19,8 +19,28 @@ _MEMORY_LINE: Final = re.compile(r"^(VmRSS|VmHWM):\s+(\d+) kB$", re.MULTILINE)
 
 def process_cpu_s(pid: int) -> float:
     """User + system CPU seconds of a process, all its threads."""
+    return stat_cpu_s(Path(f"/proc/{pid}/stat"))
+
+
+def thread_cpu_s(pid: int) -> dict[int, float]:
+    """User + system CPU seconds of each live thread of a process, by OS thread id.
+
+    A sampling profiler cannot tell a thread that runs from one that waits for the core;
+    these can. A thread that exits between two readings is missing from the second.
+    """
+    seconds: dict[int, float] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            seconds[int(task.name)] = stat_cpu_s(task / "stat")
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            continue
+    return seconds
+
+
+def stat_cpu_s(stat: Path) -> float:
+    """User + system CPU seconds from a /proc .../stat file (a process or one thread)."""
     # The command name (field 2) may hold spaces and parentheses: split after its ")".
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = stat.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
