@@ -35,6 +35,10 @@ SETTING_HELP: Final[dict[str, str]] = {
     "access_log": "log every request (uvicorn access log)",
     "max_batch_size": "most queries embedded in one backend call",
     "max_wait_ms": "longest a query waits for others to join its batch",
+    "target_p99_ms": (
+        "p99 latency target, ms: the batcher sizes batches and waits to meet it "
+        "(0: fixed --max-wait-ms)"
+    ),
     "max_queue": "queries waiting for a batch before new ones get a 503",
     "ingest_max_batch_size": "most articles embedded in one backend call",
     "ingest_max_queue": "article writes waiting to be embedded before a 503",

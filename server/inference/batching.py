@@ -106,9 +106,7 @@ class BatchingConfig:
         if not 0 <= self.max_wait_ms < float("inf"):
             raise ValueError(f"max_wait_ms must be finite and >= 0, got {self.max_wait_ms!r}")
         if not 0 <= self.target_p99_ms < float("inf"):
-            raise ValueError(
-                f"target_p99_ms must be finite and >= 0, got {self.target_p99_ms!r}"
-            )
+            raise ValueError(f"target_p99_ms must be finite and >= 0, got {self.target_p99_ms!r}")
         if self.max_queue < self.max_batch_size:
             raise ValueError("max_queue must be >= max_batch_size, or batches never fill")
         if self.ingest_max_queue < self.ingest_max_batch_size:
