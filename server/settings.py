@@ -43,7 +43,7 @@ SETTING_HELP: Final[dict[str, str]] = {
     "ingest_max_batch_size": "most articles embedded in one backend call",
     "ingest_max_queue": "article writes waiting to be embedded before a 503",
     "ingest_every": "when both wait: query batches run per article batch (article share bound)",
-    "intra_op_threads": "ONNX Runtime intra-op threads (0: ONNX Runtime decides)",
+    "intra_op_threads": "ONNX Runtime intra-op threads (0: one per core this process may use)",
     "tokenizer_threads": "threads that tokenize off the event loop",
     "backfill_threads": "embedded: ONNX Runtime threads of the re-embedding session",
     "triton_url": "embed through Triton at grpc://HOST:PORT (empty: embedded ONNX Runtime)",
