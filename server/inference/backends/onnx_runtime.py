@@ -47,7 +47,7 @@ def load_session(model_path: str, intra_op_threads: int) -> ort.InferenceSession
     options = ort.SessionOptions()
     # 0: one thread per usable core. ONNX Runtime's own default counts the machine's
     # cores, so a server pinned to one core got two threads taking turns on it
-    # (measured: 788 → 463 µs of server CPU per request, BENCHMARKS.md).
+    # (measured: 736 → 463 µs of server CPU per request, BENCHMARKS.md).
     options.intra_op_num_threads = intra_op_threads or usable_cores()
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
