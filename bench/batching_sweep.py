@@ -39,9 +39,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.serving import OPEN_LOOP_SEED, TOP_K, kbrec_level, prepare_store, progress
+from bench.serving import (
+    OPEN_LOOP_SEED,
+    TOP_K,
+    kbrec_level,
+    prepare_store,
+    progress,
+    start_server,
+)
 from kbrec.records import QUERIES_FILE
-from loadtest.kbrec_process import KBREC, ServeProcess, check_recommendation
+from loadtest.kbrec_process import KBREC, ServeProcess
 from loadtest.point import Measured, level_config
 from loadtest.sources import tickets_workload
 from loadtest.tickets import ticket_texts
@@ -191,14 +198,7 @@ def start(
         *shlex.split(args.serve_flags),
         *flags,
     ]
-    server = ServeProcess(serve, shlex.split(args.launcher))
-    try:
-        seconds = server.wait_ready()
-        check_recommendation(server.url, probe.account_id, probe.text, TOP_K)
-    except BaseException:
-        server.stop()
-        raise
-    print(f"  {label}: ready in {seconds:.1f} s", file=sys.stderr)
+    server, _ = start_server(label, serve, args.launcher, probe)
     return server
 
 
