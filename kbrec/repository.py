@@ -131,6 +131,12 @@ class ModelVersion:
     def tokenizer_path(self) -> Path:
         return self.path / TOKENIZER_FILE
 
+    @property
+    def model_sha256(self) -> str:
+        """Which model file this is: a record of the version names it, a reused number
+        with other files does not match."""
+        return self.metadata.model_sha256
+
 
 def publish_version(
     repository: Path,

@@ -19,6 +19,14 @@ class InvalidRequest(ServiceError):
         self.status = status
 
 
+class NoKnownToken(InvalidRequest):
+    """The text became no token at all: a tokenizer without [CLS]/[SEP] can turn text of,
+    say, only control characters into nothing. The caller's text, not a server fault."""
+
+    def __init__(self) -> None:
+        super().__init__("the text has no token the model knows")
+
+
 class UnknownAccount(ServiceError):
     """No article of this account is stored."""
 

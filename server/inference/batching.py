@@ -51,7 +51,7 @@ from typing import Any, Generic, Protocol, TypeVar
 import numpy as np
 
 from kbrec.tokenization import pad_batch
-from server.errors import InvalidRequest, Overloaded
+from server.errors import NoKnownToken, Overloaded
 from server.inference.backends.base import BackendError, BackendUnavailable, EmbeddingBackend
 from server.inference.batch_policy import BatchPolicy, FixedWait, query_policy
 from server.inference.compute_gate import ComputeGate, Lane
@@ -457,7 +457,7 @@ class MicroBatcher(Generic[P, R]):
             if row:
                 item.token_ids = row
             elif not item.future.done():
-                item.future.set_exception(InvalidRequest("the text has no token the model knows"))
+                item.future.set_exception(NoKnownToken())
         return [item for item in batch if item.token_ids and not item.future.done()]
 
     async def _results_for(self, lane: Lane, batch: list[_Pending]) -> list[Any]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from kbrec.records import Article, article_text
 from kbrec.repository import ModelVersion
-from server.errors import InvalidRequest
+from server.errors import NoKnownToken
 from server.inference.backends.base import BackendLoadError, BackendProvider, EmbeddingBackend
 from server.inference.batching import BatchingConfig, BatchObserver, MicroBatcher
 from server.inference.compute_gate import ComputeGate
@@ -101,7 +101,7 @@ class ServingModel:
         token_ids = await self.tokenizer.encode(SMOKE_TEXTS)
         try:
             require_tokens(token_ids)
-        except InvalidRequest as exc:
+        except NoKnownToken as exc:
             raise BackendLoadError(f"smoke test: {exc}") from exc
         vectors = await self.batcher.embed_documents(token_ids)
         if vectors.shape != (len(SMOKE_TEXTS), self.index.dim):
@@ -123,10 +123,8 @@ class ServingModel:
 
 
 def require_tokens(rows: Sequence[Sequence[int]]) -> None:
-    """A tokenizer without [CLS]/[SEP] can turn text of, say, only control characters into
-    nothing; that is the caller's text, not a server fault."""
     if any(len(row) == 0 for row in rows):
-        raise InvalidRequest("the text has no token the model knows")
+        raise NoKnownToken()
 
 
 def check_backend(backend: EmbeddingBackend, version: ModelVersion) -> None:

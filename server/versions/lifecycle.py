@@ -120,7 +120,7 @@ class ModelLifecycle:
                 log.error("version %d cannot be served: %s", version.number, exc)
                 await self._mark_failed(version, str(exc))
                 continue
-            await self.roles.change(version.number, VersionRole.ACTIVE, sha(version))
+            await self.roles.change(version.number, VersionRole.ACTIVE, version.model_sha256)
             for number in self.roles.with_role(VersionRole.ACTIVE):  # one active record
                 if number != version.number:
                     await self.roles.change(number, VersionRole.RETIRED)
@@ -261,7 +261,7 @@ class ModelLifecycle:
             raise VersionRejected(version.number, str(exc)) from exc
         if self.live.standby is not None:
             await self._retire(self.live.standby)
-        await self.roles.change(version.number, role, sha(version))
+        await self.roles.change(version.number, role, version.model_sha256)
         standby = Standby(model, role, BackfillProgress(version.number))
         stored = await self.live.join(standby)
         log.info("version %d loaded as %s (%d stored vectors)", version.number, role, stored)
@@ -314,7 +314,7 @@ class ModelLifecycle:
         model under a reused number: its stored vectors must not be used."""
         for record in self.roles.records():
             version = self._valid(record.version)
-            if version is not None and sha(version) != record.model_sha256:
+            if version is not None and version.model_sha256 != record.model_sha256:
                 log.warning(
                     "version %d was replaced in the repository; its vectors go", version.number
                 )
@@ -358,8 +358,4 @@ class ModelLifecycle:
         return status.version
 
     async def _mark_failed(self, version: ModelVersion, reason: str) -> None:
-        await self.roles.change(version.number, VersionRole.FAILED, sha(version), reason)
-
-
-def sha(version: ModelVersion) -> str:
-    return version.metadata.model_sha256
+        await self.roles.change(version.number, VersionRole.FAILED, version.model_sha256, reason)

@@ -164,8 +164,8 @@ class LiveVersions:
         old = self.active
         await roles.change_many(  # durable before it takes effect
             [
-                (standby.number, VersionRole.ACTIVE, sha(standby.model), None),
-                (old.number, VersionRole.PREVIOUS, sha(old), None),
+                (standby.number, VersionRole.ACTIVE, standby.model.version.model_sha256, None),
+                (old.number, VersionRole.PREVIOUS, old.version.model_sha256, None),
             ]
         )
         self._active = standby.model
@@ -240,7 +240,3 @@ async def embed_missing(
     todo = [model for model in models if model.number not in vectors]
     results = await asyncio.gather(*(model.embed_articles(articles, bulk=bulk) for model in todo))
     vectors.update((model.number, result) for model, result in zip(todo, results, strict=True))
-
-
-def sha(model: ServingModel) -> str:
-    return model.version.metadata.model_sha256
