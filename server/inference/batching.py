@@ -29,7 +29,8 @@ backend that sets capacity apart for background work (the embedded ONNX Runtime:
 a one-thread session of its own) runs re-embedding next to queries instead.
 
 Rows are grouped by length (`length_buckets`) and each group is right-padded to
-its longest row, one backend call per group. The backend must return one
+its longest row; the groups of a batch go to the backend in one `embed_groups`
+call (one hop to the embedded backend's thread for the whole batch). The backend must return one
 vector per row, or the whole batch fails; any failure reaches every caller of
 the batch. Callers that have gone (cancelled futures) are skipped. If the
 worker task itself dies, every queued and in-flight caller gets
@@ -423,15 +424,18 @@ class MicroBatcher(Generic[P, R]):
             self._observer.observe_batch(lane, len(batch), seconds)
 
     async def _embed(self, rows: list[Sequence[int]], lane: Lane) -> np.ndarray:
-        """One backend call per length bucket, vectors back in the rows' order."""
+        """One backend call for the batch's length buckets; vectors in the rows' order."""
+        buckets = length_buckets([len(row) for row in rows])
+        groups = [pad_batch([rows[i] for i in indices]) for indices in buckets]
+        if lane is Lane.BACKFILL and self._backend.isolates_background:
+            embedded = [await self._backend.embed_background(group) for group in groups]
+        else:
+            async with self._gate.hold(lane):
+                embedded = await self._backend.embed_groups(groups)
+        if len(embedded) != len(groups):
+            raise BackendError(f"backend returned {len(embedded)} groups for {len(groups)}")
         out: np.ndarray | None = None
-        for indices in length_buckets([len(row) for row in rows]):
-            padded = pad_batch([rows[i] for i in indices])
-            if lane is Lane.BACKFILL and self._backend.isolates_background:
-                vectors = await self._backend.embed_background(padded)
-            else:
-                async with self._gate.hold(lane):
-                    vectors = await self._backend.embed(padded)
+        for indices, vectors in zip(buckets, embedded, strict=True):
             if not isinstance(vectors, np.ndarray) or vectors.ndim != 2:
                 raise BackendError(f"backend returned {type(vectors).__name__}, not a 2-d array")
             if vectors.shape[0] != len(indices):

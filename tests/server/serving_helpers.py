@@ -162,7 +162,8 @@ def write_metadata(out: Path, dim: int, max_length: int) -> None:
 class FakeBackend:
     """`EmbeddingBackend` without ONNX Runtime: bag-of-words vectors of the token ids.
 
-    `calls` records each batch's shape; `gate`, when set, holds every call until released.
+    `calls` records each batch's shape and `group_calls` the number of batches of each
+    `embed_groups` call; `gate`, when set, holds every call until released.
     """
 
     model_version: int
@@ -170,6 +171,7 @@ class FakeBackend:
     max_length: int = MAX_LENGTH
     table: np.ndarray = field(default_factory=lambda: embedding_table(vocab_size(), DIM, 0))
     calls: list[tuple[int, int]] = field(default_factory=list)
+    group_calls: list[int] = field(default_factory=list)
     fail_with: Exception | None = None
     gate: asyncio.Event | None = None
     closed: bool = False
@@ -185,6 +187,10 @@ class FakeBackend:
         mask = (token_ids > 0)[..., None]
         summed = (self.table[token_ids] * mask).sum(axis=1)
         return normalize_rows(summed / np.maximum(mask.sum(axis=1), 1))
+
+    async def embed_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+        self.group_calls.append(len(groups))
+        return [await self.embed(group) for group in groups]
 
     isolates_background = False
 

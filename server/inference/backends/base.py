@@ -7,7 +7,7 @@ opens a second backend for the new version instead of mutating this one.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -45,6 +45,11 @@ class EmbeddingBackend(Protocol):
 
     async def embed(self, token_ids: np.ndarray) -> np.ndarray:
         """int32 [batch, seq] (0-padded) → float32 [batch, dim] unit vectors."""
+        ...
+
+    async def embed_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """`embed` of each group (a batch's length buckets), in one call: one hop to
+        the embedded backend's thread, concurrent requests to a remote one."""
         ...
 
     @property
@@ -117,6 +122,9 @@ class VersionBackend:
 
     async def embed(self, token_ids: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    async def embed_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [await self.embed(group) for group in groups]
 
     async def embed_background(self, token_ids: np.ndarray) -> np.ndarray:
         return await self.embed(token_ids)

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -118,6 +118,15 @@ class OnnxRuntimeBackend(VersionBackend):
         except RuntimeError as exc:  # executor shut down under us
             raise BackendUnavailable(str(exc)) from exc
 
+    async def embed_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+        for token_ids in groups:
+            self._check_input(token_ids)
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, self._run_groups, groups)
+        except RuntimeError as exc:  # executor shut down under us
+            raise BackendUnavailable(str(exc)) from exc
+
     async def embed_background(self, token_ids: np.ndarray) -> np.ndarray:
         self._check_input(token_ids)
         loop = asyncio.get_running_loop()
@@ -158,6 +167,9 @@ class OnnxRuntimeBackend(VersionBackend):
                 self._background_threads,
             )
         return self._run(token_ids, self._background)
+
+    def _run_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return [self._run(token_ids) for token_ids in groups]
 
     def _drop_background(self) -> None:
         self._background = None

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from typing import Any, Final
 
 import numpy as np
@@ -147,6 +148,11 @@ class TritonGrpcBackend(VersionBackend):
                 f"Triton returned shape {shape}, expected ({token_ids.shape[0]}, {self.dim})"
             )
         return normalize_rows(vectors.astype(np.float32, copy=False))
+
+    async def embed_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
+        # Concurrent requests: Triton overlaps them (instances, pipelining) where a loop
+        # would pay one round trip after another.
+        return list(await asyncio.gather(*(self.embed(group) for group in groups)))
 
     async def health(self) -> bool:
         """Triton live and this version ready; cached for HEALTH_TTL_S.

@@ -103,8 +103,10 @@ def test_a_batch_is_embedded_per_length_bucket_in_caller_order() -> None:
         long_row = [2, *range(20, 60), 3]  # 42 tokens: the 64-token bucket
         rows = [[2, 10, 3], long_row, [2, 11, 12, 3], [2, *range(30, 50), 3]]
         results = await asyncio.gather(*(batcher.query(r, i) for i, r in enumerate(rows)))
-        # Short rows are not padded to the long ones: one call per length class.
+        # Short rows are not padded to the long ones: one padded group per length
+        # class, all three in one backend call.
         assert sorted(backend.calls) == [(1, 22), (1, 42), (2, 4)]
+        assert backend.group_calls == [3]
         assert [payload for payload, _ in results] == [0, 1, 2, 3]
         alone = FakeBackend(1, max_length=128)
         for (_, vector), row in zip(results, rows, strict=True):

@@ -51,6 +51,25 @@ def test_embeds_unit_vectors_like_the_reference(bow_repository: Path) -> None:
     run(test)
 
 
+def test_embeds_groups_of_different_lengths_in_one_call(bow_repository: Path) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(version, intra_op_threads=1)
+        short = np.array([[2, 10, 3], [2, 11, 3]], dtype=np.int32)
+        long = np.array([[2, 12, 13, 14, 15, 16, 17, 3]], dtype=np.int32)
+        grouped = await backend.embed_groups([short, long])
+        assert [vectors.shape for vectors in grouped] == [(2, DIM), (1, DIM)]
+        np.testing.assert_allclose(grouped[0], await backend.embed(short), atol=1e-6)
+        np.testing.assert_allclose(grouped[1], await backend.embed(long), atol=1e-6)
+        with pytest.raises(BackendError, match="max length"):  # every group is checked
+            await backend.embed_groups([short, np.ones((1, 33), dtype=np.int32)])
+        await backend.close()
+
+    run(test)
+
+
 def test_rejects_bad_inputs(bow_repository: Path) -> None:
     version = scan_repository(bow_repository).newest_valid
     assert version is not None
