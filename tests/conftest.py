@@ -1,4 +1,5 @@
-"""Session fixtures: a synthetic corpus, a tiny trained encoder, a converted repository.
+"""Session fixtures: a synthetic corpus, a tiny trained encoder, a converted repository,
+a PostgreSQL server.
 
 The tiny encoder is a real Keras model (random init, 2 layers, hidden 32) that
 is fine-tuned for a few steps, exported as a SavedModel and converted to ONNX
@@ -18,6 +19,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # tests/ is on sys.path: pytest puts the rootdir of conftest.py there.
 from corpus_factory import TINY_TRAIN_ARGS, make_corpus
+
+# A real PostgreSQL: `postgres_url` gives a test a fresh database (tests/postgres_fixture.py).
+from postgres_fixture import postgres_server as postgres_server
+from postgres_fixture import postgres_url as postgres_url
 
 if TYPE_CHECKING:
     from local_triton.launcher import TritonServer

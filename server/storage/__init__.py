@@ -1,1 +1,3 @@
-"""Storage: the article store interface (`store`), SQLite (`sqlite`), seeding a store."""
+"""Storage: the article store interface (`store`), SQLite (`sqlite`), PostgreSQL
+(`postgres`), opening one by location (`opening`), schema migrations (`migrate`),
+seeding a store (`seed`)."""

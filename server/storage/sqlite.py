@@ -7,7 +7,10 @@ needs. Its cost is one fsync per commit, so bulk writes (imports, rebuilds) go
 in one transaction.
 
 All SQLite calls run on one dedicated thread with its own connection (SQLite
-allows one writer at a time anyway), keeping the event loop free.
+allows one writer at a time anyway), keeping the event loop free. Several
+processes may share the file: one writer at a time means change seqs commit in
+order, so the change log has no gap a reader could skip. Leadership is a flock
+on `<db>.leader` (`file_lock`).
 """
 
 from __future__ import annotations
@@ -20,57 +23,25 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
-import numpy as np
-
 from kbrec.records import Article
+from server.storage.file_lock import FileLeaderLock
+from server.storage.migrate import migrate_sqlite
 from server.storage.store import (
     ArticleWrite,
+    Change,
+    ChangeKind,
     EmbeddingWrite,
     IndexRow,
     StoredArticle,
     StoreError,
     VersionRecord,
     VersionRole,
+    utc_now,
 )
+from server.storage.vectors import blob_size, blob_vector, vector_blob
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 2
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS articles (
-    account_id TEXT NOT NULL,
-    article_id TEXT NOT NULL,
-    title TEXT NOT NULL,
-    body TEXT NOT NULL,
-    locale TEXT,
-    updated_at TEXT NOT NULL,
-    revision INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (account_id, article_id)
-);
-CREATE TABLE IF NOT EXISTS embeddings (
-    account_id TEXT NOT NULL,
-    article_id TEXT NOT NULL,
-    model_version INTEGER NOT NULL,
-    dim INTEGER NOT NULL,
-    vector BLOB NOT NULL,  -- little-endian float32 [dim]
-    PRIMARY KEY (account_id, article_id, model_version),
-    FOREIGN KEY (account_id, article_id) REFERENCES articles (account_id, article_id)
-        ON DELETE CASCADE
-);
-CREATE INDEX IF NOT EXISTS embeddings_by_version ON embeddings (model_version);
-CREATE TABLE IF NOT EXISTS model_versions (
-    version INTEGER PRIMARY KEY,
-    role TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    error TEXT,
-    updated_at TEXT NOT NULL
-);
-"""
-# What turns a database of schema N into N + 1 (run before SCHEMA, in the same transaction).
-MIGRATIONS = {
-    1: "ALTER TABLE articles ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;",
-}
-VECTOR_DTYPE = np.dtype("<f4")
 # Articles lacking a (valid) vector of a version; parameters: version, dim, bytes.
 WITHOUT_EMBEDDING = (
     "NOT EXISTS (SELECT 1 FROM embeddings e WHERE e.account_id = a.account_id"
@@ -78,19 +49,34 @@ WITHOUT_EMBEDDING = (
     " AND length(e.vector) = ?)"
 )
 ARTICLE_COLUMNS = "a.account_id, a.article_id, a.title, a.body, a.locale, a.updated_at, a.revision"
-
-
-def vector_blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=VECTOR_DTYPE).tobytes()
-
-
-def blob_vector(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype=VECTOR_DTYPE).astype(np.float32)
+INDEX_ROWS = (
+    "SELECT a.account_id, a.article_id, a.title, a.locale, e.vector"
+    " FROM articles a JOIN embeddings e USING (account_id, article_id)"
+    " WHERE e.model_version = ? AND e.dim = ? AND length(e.vector) = ?"
+)
+CHANGE_COLUMNS = "seq, kind, account_id, article_id, model_version, at"
+# (account, article) pairs per query of `index_rows_for`: within SQLite's variable limit.
+KEYS_PER_QUERY = 400
+POLL_INTERVAL_S = 0.02  # `wait_for_change`: one cheap max(seq) read per interval
 
 
 def stored_article(row: sqlite3.Row | tuple) -> StoredArticle:
     account_id, article_id, title, body, locale, updated_at, revision = row
     return StoredArticle(Article(account_id, article_id, title, body, locale), updated_at, revision)
+
+
+def index_row(row: tuple) -> IndexRow:
+    account_id, article_id, title, locale, blob = row
+    return IndexRow(account_id, article_id, title, locale, blob_vector(blob))
+
+
+# Keeps the newest change: it marks the highest seq given out.
+PRUNE_CHANGES = "DELETE FROM changes WHERE seq <= ? AND seq < (SELECT max(seq) FROM changes)"
+
+
+def change(row: tuple) -> Change:
+    seq, kind, account_id, article_id, model_version, at = row
+    return Change(seq, ChangeKind(kind), account_id, article_id, model_version, at)
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -102,15 +88,7 @@ def connect(path: Path) -> sqlite3.Connection:
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
         connection.execute("PRAGMA busy_timeout=5000")
-        (found,) = connection.execute("PRAGMA user_version").fetchone()
-        if found > SCHEMA_VERSION:
-            raise StoreError(f"{path} has schema {found}, newer than this kbrec ({SCHEMA_VERSION})")
-        # A new file (user_version 0) gets SCHEMA as it is; an older one migrates first.
-        migrations = "".join(MIGRATIONS[n] for n in range(found, SCHEMA_VERSION)) if found else ""
-        # executescript commits on its own, so the transaction is part of the script.
-        connection.executescript(
-            f"BEGIN IMMEDIATE; {migrations} {SCHEMA} PRAGMA user_version={SCHEMA_VERSION}; COMMIT;"
-        )
+        migrate_sqlite(connection, str(path))
     except BaseException:
         connection.close()
         raise
@@ -129,10 +107,32 @@ def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     connection.execute("COMMIT")
 
 
+def append_change(
+    db: sqlite3.Connection,
+    kind: ChangeKind,
+    at: str,
+    account_id: str | None = None,
+    article_id: str | None = None,
+    model_version: int | None = None,
+) -> int:
+    """Add a change row inside the caller's transaction; returns its seq."""
+    cursor = db.execute(
+        "INSERT INTO changes (kind, account_id, article_id, model_version, at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (kind.value, account_id, article_id, model_version, at),
+    )
+    assert cursor.lastrowid is not None
+    return cursor.lastrowid
+
+
 class SqliteArticleStore:
-    def __init__(self, connection: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    def __init__(
+        self, path: Path, connection: sqlite3.Connection, executor: ThreadPoolExecutor
+    ) -> None:
+        self.path = path
         self._connection = connection
         self._executor = executor
+        self._leader = FileLeaderLock(path.with_name(path.name + ".leader"))
 
     @classmethod
     async def open(cls, path: Path) -> SqliteArticleStore:
@@ -147,7 +147,7 @@ class SqliteArticleStore:
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(connection, executor)
+        return cls(path, connection, executor)
 
     async def write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
         return await self._call(self._write_articles, writes)
@@ -160,6 +160,11 @@ class SqliteArticleStore:
 
     async def index_rows(self, model_version: int, dim: int) -> list[IndexRow]:
         return await self._call(self._index_rows, model_version, dim)
+
+    async def index_rows_for(
+        self, keys: Sequence[tuple[str, str]], model_version: int, dim: int
+    ) -> list[IndexRow]:
+        return await self._call(self._index_rows_for, keys, model_version, dim)
 
     async def articles_without_embedding(self, model_version: int, dim: int) -> list[StoredArticle]:
         return await self._call(self._articles_without_embedding, model_version, dim)
@@ -184,7 +189,46 @@ class SqliteArticleStore:
     async def save_version_records(self, records: Sequence[VersionRecord]) -> None:
         await self._call(self._save_version_records, records)
 
+    async def changes_since(self, after_seq: int, limit: int = 1000) -> list[Change]:
+        return await self._call(self._changes_since, after_seq, limit)
+
+    async def last_change_seq(self) -> int:
+        return await self._call(self._scalar, "SELECT coalesce(max(seq), 0) FROM changes")
+
+    async def first_change_seq(self) -> int:
+        return await self._call(self._scalar, "SELECT coalesce(min(seq), 0) FROM changes")
+
+    async def prune_changes(self, keep_after_seq: int) -> int:
+        return await self._call(self._prune_changes, keep_after_seq)
+
+    async def wait_for_change(self, after_seq: int, timeout_s: float) -> None:
+        # One writer at a time and no notifications in SQLite: a cheap poll of max(seq)
+        # (the primary key's last entry). Cancelling it abandons at most one read.
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while await self.last_change_seq() <= after_seq:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return
+            await asyncio.sleep(min(POLL_INTERVAL_S, remaining))
+
+    async def try_lead(self) -> bool:
+        try:
+            return self._leader.try_acquire()
+        except OSError as exc:
+            raise StoreError(f"cannot lock {self._leader.path}: {exc}") from exc
+
+    def leads(self) -> bool:
+        return self._leader.held
+
+    async def still_leading(self) -> bool:
+        return self._leader.still_held()
+
+    async def resign(self) -> None:
+        self._leader.release()
+
     async def close(self) -> None:
+        self._leader.release()
         try:
             await self._call(self._connection.close)
         finally:
@@ -197,8 +241,13 @@ class SqliteArticleStore:
         except sqlite3.Error as exc:
             raise StoreError(f"article store: {exc}") from exc
 
+    def _scalar(self, sql: str, *parameters: object) -> int:
+        (value,) = self._connection.execute(sql, parameters).fetchone()
+        return value
+
     def _write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
         created = []
+        at = utc_now()
         with transaction(self._connection) as db:
             for write in writes:
                 article = write.stored.article
@@ -207,12 +256,21 @@ class SqliteArticleStore:
                     "SELECT 1 FROM articles WHERE account_id = ? AND article_id = ?", key
                 ).fetchone()
                 created.append(exists is None)
+                # The change's seq is the new revision: never given out before.
+                revision = append_change(db, ChangeKind.ARTICLE, at, *key)
                 db.execute(
-                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, 0)"
+                    "INSERT INTO articles VALUES (?, ?, ?, ?, ?, ?, ?)"
                     " ON CONFLICT (account_id, article_id) DO UPDATE SET title = excluded.title,"
                     " body = excluded.body, locale = excluded.locale,"
-                    " updated_at = excluded.updated_at, revision = articles.revision + 1",
-                    (*key, article.title, article.body, article.locale, write.stored.updated_at),
+                    " updated_at = excluded.updated_at, revision = excluded.revision",
+                    (
+                        *key,
+                        article.title,
+                        article.body,
+                        article.locale,
+                        write.stored.updated_at,
+                        revision,
+                    ),
                 )
                 # Vectors of the old text are stale in every version.
                 db.execute("DELETE FROM embeddings WHERE account_id = ? AND article_id = ?", key)
@@ -238,36 +296,48 @@ class SqliteArticleStore:
                 "DELETE FROM articles WHERE account_id = ? AND article_id = ?",
                 (account_id, article_id),
             )
-        return cursor.rowcount > 0
+            deleted = cursor.rowcount > 0
+            if deleted:
+                append_change(db, ChangeKind.ARTICLE, utc_now(), account_id, article_id)
+        return deleted
 
     def _index_rows(self, model_version: int, dim: int) -> list[IndexRow]:
-        rows = self._connection.execute(
-            "SELECT a.account_id, a.article_id, a.title, a.locale, e.vector"
-            " FROM articles a JOIN embeddings e USING (account_id, article_id)"
-            " WHERE e.model_version = ? AND e.dim = ? AND length(e.vector) = ?",
-            (model_version, dim, dim * VECTOR_DTYPE.itemsize),
-        )
-        return [
-            IndexRow(account_id, article_id, title, locale, blob_vector(blob))
-            for account_id, article_id, title, locale, blob in rows
-        ]
+        rows = self._connection.execute(INDEX_ROWS, (model_version, dim, blob_size(dim)))
+        return [index_row(row) for row in rows]
+
+    def _index_rows_for(
+        self, keys: Sequence[tuple[str, str]], model_version: int, dim: int
+    ) -> list[IndexRow]:
+        unique = list(dict.fromkeys(keys))
+        found: list[IndexRow] = []
+        for start in range(0, len(unique), KEYS_PER_QUERY):
+            chunk = unique[start : start + KEYS_PER_QUERY]
+            pairs = ", ".join(["(?, ?)"] * len(chunk))
+            rows = self._connection.execute(
+                f"{INDEX_ROWS} AND (a.account_id, a.article_id) IN (VALUES {pairs})",
+                (model_version, dim, blob_size(dim), *(part for key in chunk for part in key)),
+            )
+            found.extend(index_row(row) for row in rows)
+        return found
 
     def _articles_without_embedding(self, model_version: int, dim: int) -> list[StoredArticle]:
         rows = self._connection.execute(
             f"SELECT {ARTICLE_COLUMNS} FROM articles a WHERE {WITHOUT_EMBEDDING}",
-            (model_version, dim, dim * VECTOR_DTYPE.itemsize),
+            (model_version, dim, blob_size(dim)),
         )
         return [stored_article(row) for row in rows]
 
     def _count_without_embedding(self, model_version: int, dim: int) -> int:
-        (count,) = self._connection.execute(
+        return self._scalar(
             f"SELECT count(*) FROM articles a WHERE {WITHOUT_EMBEDDING}",
-            (model_version, dim, dim * VECTOR_DTYPE.itemsize),
-        ).fetchone()
-        return count
+            model_version,
+            dim,
+            blob_size(dim),
+        )
 
     def _write_embeddings(self, model_version: int, rows: Sequence[EmbeddingWrite]) -> list[bool]:
         written = []
+        at = utc_now()
         with transaction(self._connection) as db:
             for row in rows:
                 cursor = db.execute(
@@ -285,6 +355,9 @@ class SqliteArticleStore:
                     ),
                 )
                 written.append(cursor.rowcount > 0)
+                if written[-1]:
+                    key = (row.account_id, row.article_id)
+                    append_change(db, ChangeKind.EMBEDDING, at, *key, model_version)
         return written
 
     def _embedding_versions(self) -> dict[int, int]:
@@ -296,6 +369,10 @@ class SqliteArticleStore:
     def _delete_embeddings(self, model_version: int) -> int:
         with transaction(self._connection) as db:
             cursor = db.execute("DELETE FROM embeddings WHERE model_version = ?", (model_version,))
+            if cursor.rowcount > 0:
+                append_change(
+                    db, ChangeKind.EMBEDDINGS_DELETED, utc_now(), model_version=model_version
+                )
         return cursor.rowcount
 
     def _version_records(self) -> list[VersionRecord]:
@@ -309,8 +386,23 @@ class SqliteArticleStore:
         ]
 
     def _save_version_records(self, records: Sequence[VersionRecord]) -> None:
+        if not records:
+            return
         with transaction(self._connection) as db:
             db.executemany(
                 "INSERT OR REPLACE INTO model_versions VALUES (?, ?, ?, ?, ?)",
                 [(r.version, r.role.value, r.model_sha256, r.error, r.updated_at) for r in records],
             )
+            append_change(db, ChangeKind.VERSIONS, utc_now())
+
+    def _changes_since(self, after_seq: int, limit: int) -> list[Change]:
+        rows = self._connection.execute(
+            f"SELECT {CHANGE_COLUMNS} FROM changes WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit),
+        )
+        return [change(row) for row in rows]
+
+    def _prune_changes(self, keep_after_seq: int) -> int:
+        with transaction(self._connection) as db:
+            cursor = db.execute(PRUNE_CHANGES, (keep_after_seq,))
+        return cursor.rowcount

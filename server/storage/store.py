@@ -3,8 +3,13 @@
 Vectors are keyed by (account, article, model version): a vector is only ever
 compared with vectors of its own version. Writing an article replaces its text
 and drops every vector of the old text, in every version, in the same
-transaction as the new vectors. SQLite implements it now (`sqlite_store`); a
-PostgreSQL store for several replicas comes later.
+transaction as the new vectors. Two implementations: one SQLite file (`sqlite`)
+and PostgreSQL for several processes and hosts (`postgres`); `opening.open_store`
+picks one by location.
+
+Every write transaction also appends rows to a change log in the same
+transaction (`Change`): what changed, not how, so a reader in another process
+re-reads the current state and applying a change twice does no harm.
 """
 
 from __future__ import annotations
@@ -33,9 +38,10 @@ class StoreError(Exception):
 class StoredArticle:
     article: Article
     updated_at: str  # ISO 8601, UTC
-    # Bumped by every write of the article: a vector computed from revision r is stored
-    # only while the article is still at r (a background re-embedding never overwrites
-    # a newer text's vector with an older text's).
+    # The seq of the change that wrote this text: never reused, not even after a delete
+    # and a new write of the same id. A vector computed from revision r is stored only
+    # while the article is still at r (a background re-embedding never overwrites a newer
+    # text's vector with an older text's).
     revision: int = 0
 
 
@@ -85,6 +91,27 @@ class VersionRecord:
     updated_at: str = ""
 
 
+class ChangeKind(enum.StrEnum):
+    """What a change log row names (readers re-read its current state)."""
+
+    ARTICLE = "article"  # an article's text was written or deleted (with its vectors)
+    EMBEDDING = "embedding"  # a vector of (article, model_version) was written
+    EMBEDDINGS_DELETED = "embeddings_deleted"  # every vector of model_version is gone
+    VERSIONS = "versions"  # version records were saved
+
+
+@dataclass(frozen=True)
+class Change:
+    """One row of the change log, in commit order of `seq` (gaps possible, never reused)."""
+
+    seq: int
+    kind: ChangeKind
+    account_id: str | None = None
+    article_id: str | None = None
+    model_version: int | None = None
+    at: str = ""  # when it was appended, ISO 8601 UTC
+
+
 class ArticleStore(Protocol):
     async def write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
         """Insert or replace, all in one durable transaction; True where newly created."""
@@ -127,6 +154,62 @@ class ArticleStore(Protocol):
 
     async def save_version_records(self, records: Sequence[VersionRecord]) -> None:
         """Insert or replace these records in one durable transaction."""
+        ...
+
+    # The change log: what other processes poll to follow the store.
+
+    async def index_rows_for(
+        self, keys: Sequence[tuple[str, str]], model_version: int, dim: int
+    ) -> list[IndexRow]:
+        """`index_rows` for these (account_id, article_id) keys only (to apply changes);
+        keys without a valid vector of the version are left out."""
+        ...
+
+    async def changes_since(self, after_seq: int, limit: int = 1000) -> list[Change]:
+        """Committed changes with seq > after_seq, ascending, at most `limit`. A change
+        is only visible once every change of a lower seq is (or never will be): a
+        reader that saw seq s never gets a smaller one later."""
+        ...
+
+    async def last_change_seq(self) -> int:
+        """The highest committed seq (0 when nothing was ever written). Read it before
+        rebuilding from the store, then follow `changes_since` it."""
+        ...
+
+    async def first_change_seq(self) -> int:
+        """The oldest seq still kept (0 when none). A reader whose last seen seq is below
+        `first_change_seq() - 1` may have missed pruned changes and must rebuild (a gap
+        left by a rolled-back transaction can make that needless, never wrong)."""
+        ...
+
+    async def prune_changes(self, keep_after_seq: int) -> int:
+        """Delete changes with seq <= keep_after_seq, except the newest change, which
+        stays to mark the highest seq; returns how many were deleted."""
+        ...
+
+    async def wait_for_change(self, after_seq: int, timeout_s: float) -> None:
+        """Return once a change with seq > after_seq is committed (at once if one is),
+        or after timeout_s; never raises for the timeout. Cancel-safe."""
+        ...
+
+    # Leadership: at most one holder among every store object on the same store,
+    # in any process or host; lost when the holder's process dies.
+
+    async def try_lead(self) -> bool:
+        """Take leadership if no one holds it (never waits); True if this store leads."""
+        ...
+
+    def leads(self) -> bool:
+        """Whether this store took leadership and has not resigned or seen it lost."""
+        ...
+
+    async def still_leading(self) -> bool:
+        """Check that leadership still holds (PostgreSQL: its connection answers);
+        False, and leadership dropped, if it was lost. Call it before leader-only work."""
+        ...
+
+    async def resign(self) -> None:
+        """Give leadership up (no-op when not leading); `close` does too."""
         ...
 
     async def close(self) -> None: ...
