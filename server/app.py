@@ -22,7 +22,7 @@ from server.inference.backends.base import BackendProvider
 from server.inference.backends.onnx_runtime import OnnxRuntimeProvider
 from server.service import RecommendationService, StoreOpener
 from server.settings import Settings
-from server.storage.sqlite import SqliteArticleStore
+from server.storage.opening import open_store
 
 
 def default_backends(settings: Settings) -> BackendProvider:
@@ -57,7 +57,7 @@ def create_app(
     service = RecommendationService(
         settings,
         backends or default_backends(settings),
-        store_opener or SqliteArticleStore.open,
+        store_opener or open_store,
         observer=metrics,
     )
     metrics.watch(service)

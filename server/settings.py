@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from server.inference.batching import BatchingConfig
+from server.storage.opening import store_location
 from server.versions.backfill import BackfillPacing
 
 ENV_PREFIX = "KBREC_"
@@ -25,7 +26,7 @@ ENV_PREFIX = "KBREC_"
 # The `kbrec serve --help` text of each knob.
 SETTING_HELP: Final[dict[str, str]] = {
     "repository": "model repository (Triton layout)",
-    "db": "SQLite article store",
+    "db": "article store: a SQLite file or a postgresql:// URL",
     "repository_poll_s": "seconds between checks of the repository for new versions (0: off)",
     "host": "address to listen on",
     "port": "port to listen on (0: any free port)",
@@ -97,7 +98,7 @@ SECTION_PREFIX: Final = {"backfill": "backfill_"}
 @dataclass(frozen=True)
 class Settings:
     repository: Path = Path("model_repository")
-    db: Path = Path("data/kbrec.sqlite")
+    db: str | Path = Path("data/kbrec.sqlite")  # a SQLite file or a postgresql:// URL
     repository_poll_s: float = 2.0
     http: HttpSettings = field(default_factory=HttpSettings)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
@@ -105,6 +106,7 @@ class Settings:
     backfill: BackfillPacing = field(default_factory=BackfillPacing)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "db", store_location(self.db))  # a URL stays text
         if self.repository_poll_s < 0:
             raise ValueError(f"repository_poll_s must be >= 0, got {self.repository_poll_s}")
 
@@ -190,6 +192,8 @@ def parse_bool(text: str) -> bool:
 def knob_parser(knob: Knob) -> Callable[[str], Any]:
     """How a text value (environment variable or flag) becomes the knob's type."""
     default = knob.default
+    if knob.name == "db":
+        return store_location
     if isinstance(default, bool):
         return parse_bool
     if isinstance(default, Path):

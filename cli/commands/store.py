@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("store", help="manage the article store (SQLite)")
+    parser = subparsers.add_parser("store", help="manage the article store (SQLite or PostgreSQL)")
     commands = parser.add_subparsers(dest="store_command", required=True, metavar="ACTION")
     seed = commands.add_parser(
         "import",
@@ -17,7 +17,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "it starts.",
     )
     seed.add_argument("--corpus", type=Path, default=Path("data/corpus"))
-    seed.add_argument("--db", type=Path, default=Path("data/kbrec.sqlite"))
+    seed.add_argument(
+        "--db",
+        default="data/kbrec.sqlite",
+        help="article store: a SQLite file or a postgresql:// URL (default: %(default)s)",
+    )
     seed.set_defaults(func=run_import)
 
 
@@ -27,6 +31,7 @@ def run_import(args: argparse.Namespace) -> int:
 
     from kbrec.errors import CommandError
     from kbrec.records import ARTICLES_FILE, read_articles
+    from server.storage.opening import describe, store_location
     from server.storage.seed import seed_store
     from server.storage.store import StoreError
 
@@ -35,12 +40,12 @@ def run_import(args: argparse.Namespace) -> int:
         raise CommandError(f"{path} not found: run `kbrec corpus fetch --out {args.corpus}`")
     articles = read_articles(path)
     try:
-        result = asyncio.run(seed_store(args.db, articles))
+        result = asyncio.run(seed_store(store_location(args.db), articles))
     except StoreError as exc:
         raise CommandError(str(exc)) from exc
     accounts = Counter(article.account_id for article in articles)
     print(
-        f"{len(articles)} articles in {len(accounts)} accounts → {args.db}: "
+        f"{len(articles)} articles in {len(accounts)} accounts → {describe(args.db)}: "
         f"{result.written} written, {result.unchanged} unchanged"
     )
     return 0

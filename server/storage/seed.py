@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kbrec.locales import with_normalized_locale
 from kbrec.records import Article
-from server.storage.sqlite import SqliteArticleStore
+from server.storage.opening import open_store
 from server.storage.store import ArticleWrite, StoredArticle, utc_now
 
 
@@ -23,9 +23,9 @@ class SeedResult:
     unchanged: int
 
 
-async def seed_store(db: Path, articles: Sequence[Article]) -> SeedResult:
-    db.parent.mkdir(parents=True, exist_ok=True)
-    store = await SqliteArticleStore.open(db)
+async def seed_store(db: str | Path, articles: Sequence[Article]) -> SeedResult:
+    """`db`: a SQLite file (created with its folder) or a postgresql:// URL."""
+    store = await open_store(db)
     try:
         now = utc_now()
         changed: list[ArticleWrite] = []

@@ -1,4 +1,5 @@
-"""`kbrec store import`: corpus articles into the SQLite store, unchanged ones left alone."""
+"""`kbrec store import`: corpus articles into the store (a SQLite file or a PostgreSQL
+URL), unchanged ones left alone."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ import numpy as np
 
 from cli.main import main
 from kbrec.records import read_articles
+from server.storage.opening import open_store
 from server.storage.seed import seed_store
-from server.storage.sqlite import SqliteArticleStore
 from server.storage.store import EmbeddingWrite
 
 
-async def _add_vector_and_count_missing(db: Path, account: str, article: str) -> int:
-    store = await SqliteArticleStore.open(db)
+async def _add_vector_and_count_missing(db: str | Path, account: str, article: str) -> int:
+    store = await open_store(db)
     try:
         vector = np.ones(4, dtype=np.float32) / 2
         await store.write_embeddings(1, [EmbeddingWrite(account, article, vector)])
@@ -25,8 +26,8 @@ async def _add_vector_and_count_missing(db: Path, account: str, article: str) ->
         await store.close()
 
 
-async def _missing(db: Path) -> int:
-    store = await SqliteArticleStore.open(db)
+async def _missing(db: str | Path) -> int:
+    store = await open_store(db)
     try:
         return len(await store.articles_without_embedding(1, 4))
     finally:
@@ -34,9 +35,9 @@ async def _missing(db: Path) -> int:
 
 
 def test_reimport_keeps_unchanged_articles_and_their_vectors(
-    tiny_corpus: Path, tmp_path: Path, capsys
+    tiny_corpus: Path, location: str | Path, capsys
 ) -> None:
-    db = tmp_path / "kbrec.sqlite"
+    db = location
     articles = read_articles(tiny_corpus / "articles.jsonl")
     assert main(["store", "import", "--corpus", str(tiny_corpus), "--db", str(db)]) == 0
     assert f"{len(articles)} written, 0 unchanged" in capsys.readouterr().out
