@@ -19,7 +19,7 @@ from server.http.errors import EXCEPTION_HANDLERS
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.http.routes import ROUTES, route_templates
 from server.inference.backends.base import BackendProvider
-from server.inference.backends.onnx_runtime import OnnxRuntimeProvider
+from server.inference.backends.onnx_runtime import OnnxRuntimeProvider, usable_cores
 from server.service import RecommendationService, StoreOpener
 from server.settings import Settings
 from server.storage.opening import open_store
@@ -34,7 +34,10 @@ def default_backends(settings: Settings) -> BackendProvider:
         return TritonProvider(
             inference.triton_url, settings.repository, timeout_s=inference.triton_timeout_s
         )
-    return OnnxRuntimeProvider(inference.intra_op_threads, inference.backfill_threads)
+    # Workers share the cores: each gets its part, not one thread per core (which would
+    # put `workers` threads on every core).
+    threads = inference.intra_op_threads or max(1, usable_cores() // settings.http.workers)
+    return OnnxRuntimeProvider(threads, inference.backfill_threads)
 
 
 @asynccontextmanager
@@ -59,6 +62,7 @@ def create_app(
         backends or default_backends(settings),
         store_opener or open_store,
         observer=metrics,
+        feed_observer=metrics,
     )
     metrics.watch(service)
     app = Starlette(

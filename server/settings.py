@@ -28,12 +28,21 @@ SETTING_HELP: Final[dict[str, str]] = {
     "repository": "model repository (Triton layout)",
     "db": "article store: a SQLite file or a postgresql:// URL",
     "repository_poll_s": "seconds between checks of the repository for new versions (0: off)",
+    "feed_wait_s": (
+        "longest wait between reads of the store's change log (writes of other processes; "
+        "PostgreSQL wakes the reader at once, SQLite is polled every 20 ms)"
+    ),
+    "leader_check_s": "seconds between checks that the lifecycle leader is alive (or gone)",
     "host": "address to listen on",
     "port": "port to listen on (0: any free port)",
     "max_body_bytes": "largest request body (413 above)",
     "max_import_bytes": "largest Zendesk import body (413 above)",
     "retry_after_s": "Retry-After seconds sent with 429/503",
     "access_log": "log every request (uvicorn access log)",
+    "workers": (
+        "processes serving the port, each with its own model session and index "
+        "(a worker that dies is restarted)"
+    ),
     "max_batch_size": "most queries embedded in one backend call",
     "max_wait_ms": "longest a query waits for others to join its batch",
     "target_p99_ms": (
@@ -68,9 +77,10 @@ class HttpSettings:
     max_import_bytes: int = 64 << 20
     retry_after_s: int = 1
     access_log: bool = False
+    workers: int = 1
 
     def __post_init__(self) -> None:
-        require_positive(self, "max_body_bytes", "max_import_bytes", "retry_after_s")
+        require_positive(self, "max_body_bytes", "max_import_bytes", "retry_after_s", "workers")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
 
@@ -100,6 +110,8 @@ class Settings:
     repository: Path = Path("model_repository")
     db: str | Path = Path("data/kbrec.sqlite")  # a SQLite file or a postgresql:// URL
     repository_poll_s: float = 2.0
+    feed_wait_s: float = 1.0
+    leader_check_s: float = 1.0
     http: HttpSettings = field(default_factory=HttpSettings)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
@@ -109,6 +121,7 @@ class Settings:
         object.__setattr__(self, "db", store_location(self.db))  # a URL stays text
         if self.repository_poll_s < 0:
             raise ValueError(f"repository_poll_s must be >= 0, got {self.repository_poll_s}")
+        require_positive(self, "feed_wait_s", "leader_check_s")
 
     @classmethod
     def of(cls, **knobs: Any) -> Settings:

@@ -8,9 +8,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
+import socket
+from typing import TYPE_CHECKING
 
 from kbrec.errors import CommandError
 from server.settings import KNOBS, SETTING_HELP, Settings, env_name, knob_parser
+
+if TYPE_CHECKING:
+    import uvicorn
+    from starlette.applications import Starlette
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,12 +58,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
 
 
 def run(args: argparse.Namespace) -> int:
-    import socket
-
-    import uvicorn
-
     from kbrec.repository import list_versions, model_dir
-    from server.app import create_app
 
     settings = settings_from_args(args)
     if not list_versions(settings.repository):
@@ -77,20 +79,63 @@ def run(args: argparse.Namespace) -> int:
     listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     http = dataclasses.replace(http, port=listener.getsockname()[1])
     settings = dataclasses.replace(settings, http=http)
+    with listener:
+        if http.workers > 1:
+            return serve_workers(settings, listener, verbose=args.verbose)
+        return serve_one(settings, listener)
+
+
+def serve_one(settings: Settings, listener: socket.socket) -> int:
+    import uvicorn
+
+    from server.app import create_app
+
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        log_config=None,  # keep kbrec's logging setup
-        access_log=http.access_log,
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings))
     try:
-        with listener:
-            server.run(sockets=[listener])
+        server.run(sockets=[listener])
     except SystemExit as exc:  # uvicorn exits this way when the lifespan startup fails
         if server.started:
             raise
         failure = app.state.service.failure or "see the log above"
         raise CommandError(f"startup failed: {failure}") from exc
     return 0
+
+
+def serve_workers(settings: Settings, listener: socket.socket, *, verbose: bool) -> int:
+    """`settings.http.workers` spawned processes accept on the one listening socket
+    (the kernel spreads connections); uvicorn's supervisor restarts a worker that dies
+    and stops everything if one fails to start."""
+    from uvicorn.config import STARTUP_FAILURE
+    from uvicorn.supervisors import Multiprocess
+
+    # A factory the spawned worker can unpickle: the settings travel, not an app.
+    factory = functools.partial(worker_app, settings, verbose)
+    config = uvicorn_config(factory, settings, factory=True, workers=settings.http.workers)
+    supervisor = Multiprocess(config, sockets=[listener])
+    supervisor.run()
+    failed = [p.pid for p in supervisor.processes if p.exitcode == STARTUP_FAILURE]
+    if failed:
+        raise CommandError(f"worker {failed[0]} failed to start: see the log above")
+    return 0
+
+
+def worker_app(settings: Settings, verbose: bool) -> Starlette:
+    """The app of one worker process (runs in the worker)."""
+    from cli.logs import configure_logging
+    from server.app import create_app
+
+    configure_logging(verbose)
+    return create_app(settings)
+
+
+def uvicorn_config(app: object, settings: Settings, **options: object) -> uvicorn.Config:
+    import uvicorn
+
+    return uvicorn.Config(
+        app,  # type: ignore[arg-type]
+        log_config=None,  # keep kbrec's logging setup
+        access_log=settings.http.access_log,
+        timeout_graceful_shutdown=10,
+        **options,  # type: ignore[arg-type]
+    )
