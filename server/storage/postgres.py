@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -45,9 +45,11 @@ from server.storage.store import (
     ChangeKind,
     EmbeddingWrite,
     IndexRow,
+    StaleLiveSet,
     StoredArticle,
     VersionRecord,
     VersionRole,
+    missing_live_versions,
     utc_now,
 )
 from server.storage.vectors import blob_size, blob_vector, vector_blob
@@ -187,11 +189,18 @@ class PostgresArticleStore:
                 raise
         return cls(url, pool)
 
-    async def write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
+    async def write_articles(
+        self, writes: Sequence[ArticleWrite], live_versions: Collection[int] | None = None
+    ) -> list[bool]:
         if not writes:
             return []
         async with self._writing() as tx:
             db = tx.connection
+            if live_versions is not None:  # under CHANGES_LOCK: no role changes meanwhile
+                cursor = await db.execute("SELECT version, role FROM model_versions")
+                missing = missing_live_versions(await cursor.fetchall(), live_versions)
+                if missing:
+                    raise StaleLiveSet(missing)
             async with db.pipeline():  # one round trip for the batch, in order
                 created = []
                 for write in writes:

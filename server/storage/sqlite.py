@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,10 +32,12 @@ from server.storage.store import (
     ChangeKind,
     EmbeddingWrite,
     IndexRow,
+    StaleLiveSet,
     StoredArticle,
     StoreError,
     VersionRecord,
     VersionRole,
+    missing_live_versions,
     utc_now,
 )
 from server.storage.vectors import blob_size, blob_vector, vector_blob
@@ -149,8 +151,10 @@ class SqliteArticleStore:
             raise
         return cls(path, connection, executor)
 
-    async def write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
-        return await self._call(self._write_articles, writes)
+    async def write_articles(
+        self, writes: Sequence[ArticleWrite], live_versions: Collection[int] | None = None
+    ) -> list[bool]:
+        return await self._call(self._write_articles, writes, live_versions)
 
     async def get_article(self, account_id: str, article_id: str) -> StoredArticle | None:
         return await self._call(self._get_article, account_id, article_id)
@@ -245,10 +249,17 @@ class SqliteArticleStore:
         (value,) = self._connection.execute(sql, parameters).fetchone()
         return value
 
-    def _write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
+    def _write_articles(
+        self, writes: Sequence[ArticleWrite], live_versions: Collection[int] | None
+    ) -> list[bool]:
         created = []
         at = utc_now()
         with transaction(self._connection) as db:
+            if live_versions is not None:  # one writer at a time: no role changes meanwhile
+                recorded = db.execute("SELECT version, role FROM model_versions").fetchall()
+                missing = missing_live_versions(recorded, live_versions)
+                if missing:
+                    raise StaleLiveSet(missing)
             for write in writes:
                 article = write.stored.article
                 key = (article.account_id, article.article_id)

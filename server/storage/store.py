@@ -15,10 +15,10 @@ re-reads the current state and applying a change twice does no harm.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Final, Protocol
 
 import numpy as np
 
@@ -112,9 +112,37 @@ class Change:
     at: str = ""  # when it was appended, ISO 8601 UTC
 
 
+# The roles whose versions every article write must carry a vector of.
+LIVE_ROLES: Final = (VersionRole.ACTIVE, VersionRole.CANDIDATE, VersionRole.PREVIOUS)
+
+
+class StaleLiveSet(Exception):
+    """A write carried vectors of fewer versions than the records name as live: another
+    process (the leader) recorded a version the writer has not loaded yet."""
+
+    def __init__(self, missing: Collection[int]) -> None:
+        super().__init__(f"model version(s) {sorted(missing)} are live but were not embedded")
+        self.missing = set(missing)
+
+
+def missing_live_versions(
+    recorded: Iterable[tuple[int, str]], live_versions: Collection[int]
+) -> set[int]:
+    """Versions whose (version, role) record is live but that are not in `live_versions`."""
+    live = {role.value for role in LIVE_ROLES}
+    return {version for version, role in recorded if role in live} - set(live_versions)
+
+
 class ArticleStore(Protocol):
-    async def write_articles(self, writes: Sequence[ArticleWrite]) -> list[bool]:
-        """Insert or replace, all in one durable transaction; True where newly created."""
+    async def write_articles(
+        self, writes: Sequence[ArticleWrite], live_versions: Collection[int] | None = None
+    ) -> list[bool]:
+        """Insert or replace, all in one durable transaction; True where newly created.
+
+        With `live_versions` (the versions the writer embedded with), nothing is written
+        and `StaleLiveSet` raised if the version records name another live version: in
+        the same transaction, so no version can become live between check and commit.
+        """
         ...
 
     async def get_article(self, account_id: str, article_id: str) -> StoredArticle | None: ...

@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from store_helpers import NOW, run, vec, write
 
 from kbrec.records import Article
 from server.storage.opening import open_store
-from server.storage.store import EmbeddingWrite, VersionRecord, VersionRole
+from server.storage.store import EmbeddingWrite, StaleLiveSet, VersionRecord, VersionRole
 
 
 def test_writes_reads_and_replaces(location: str | Path) -> None:
@@ -246,5 +247,31 @@ def test_two_store_objects_see_each_others_writes(location: str | Path) -> None:
         assert await writer.get_article("acme", "1") is None
         await writer.close()
         await reader.close()
+
+    run(test)
+
+
+def test_a_write_without_a_vector_of_a_live_version_is_refused(location: str | Path) -> None:
+    async def test() -> None:
+        store = await open_store(location)
+        at = NOW
+        await store.save_version_records(
+            [
+                VersionRecord(1, VersionRole.ACTIVE, "a" * 64, None, at),
+                VersionRecord(2, VersionRole.CANDIDATE, "b" * 64, None, at),
+                VersionRecord(3, VersionRole.RETIRED, "c" * 64, None, at),
+            ]
+        )
+        seq = await store.last_change_seq()
+        with pytest.raises(StaleLiveSet) as refused:
+            await store.write_articles([write("1", "one", {1: vec(1, 0)})], live_versions=[1])
+        assert refused.value.missing == {2}
+        assert await store.get_article("acme", "1") is None  # nothing written, nothing logged
+        assert await store.last_change_seq() == seq
+        both = {1: vec(1, 0), 2: vec(0, 1)}
+        assert await store.write_articles([write("1", "one", both)], live_versions=[1, 2]) == [True]
+        # No check without live_versions (`kbrec store import` writes text only).
+        assert await store.write_articles([write("2", "two")]) == [True]
+        await store.close()
 
     run(test)
