@@ -48,6 +48,11 @@ class NotReady(ServiceError):
     """The model is not loaded or the indexes are not built yet (or the service stopped)."""
 
 
+class NotLeader(ServiceError):
+    """Model changes are made by the one process that leads the lifecycle; this one
+    follows (a 503: behind a shared port or a load balancer, a retry may reach it)."""
+
+
 class StartupError(Exception):
     """The service cannot start (no servable model version, store unusable)."""
 

@@ -1,11 +1,20 @@
 """The recommendation service: store, model versions and indexes, and the rules tying them.
 
-Start: open the store, load the version to serve (`ModelLifecycle.open_active`;
-failures abort startup), then build its index in the background: vectors of the
-active version come from the store, and only articles missing one are embedded.
-Until that is done the service is not ready (`NotReady`, a 503). Then the
-lifecycle resumes a recorded upgrade or rollback version and watches the
-repository for new versions.
+Several processes (workers, replicas) may share one store. One of them leads the
+model lifecycle, elected through the store (`ArticleStore.try_lead`); the others
+follow the version records it writes. Every process follows the store's change log
+(`server.versions.feed`) into its own indexes, so a write accepted by one process
+reaches the others' within about `feed_wait_s` (PostgreSQL: at once).
+
+Start: open the store, then either lead — load the version to serve
+(`ModelLifecycle.open_active`; failures abort startup), build its index in the
+background (vectors of the active version come from the store, and only articles
+missing one are embedded), then resume a recorded upgrade or rollback version and
+watch the repository — or follow: load the version the leader recorded as active
+with its stored vectors and wait until every article has one. Until then the
+service is not ready (`NotReady`, a 503). A follower takes the lead when the
+leader is gone; a leader that loses its leadership stops (its supervisor restarts
+it as a follower).
 
 Writes are acknowledged only once durable in the store and applied to the
 indexes of every live version (the active one and the standby), so an
@@ -21,7 +30,9 @@ import asyncio
 import enum
 import json
 import logging
+import os
 import shlex
+import signal
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -35,7 +46,8 @@ from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
 from server.inference.ranking import RankRequest, ScoredArticle
 from server.inference.serving_model import ModelLoader
 from server.settings import Settings
-from server.storage.store import ArticleStore, StoredArticle, utc_now
+from server.storage.store import ArticleStore, StoredArticle, StoreError, utc_now
+from server.versions.feed import ChangeFeed, FeedObserver
 from server.versions.lifecycle import ModelLifecycle
 
 log = logging.getLogger(__name__)
@@ -69,15 +81,19 @@ class RecommendationService:
         backends: BackendProvider,
         open_store: StoreOpener,
         observer: BatchObserver | None = None,
+        feed_observer: FeedObserver | None = None,
     ) -> None:
         self.settings = settings
         self._backends = backends
         self._open_store = open_store
         self._observer = observer
+        self._feed_observer = feed_observer
         self._state = State.STOPPED
         self._failure: BaseException | None = None
         self._store: ArticleStore | None = None
         self._lifecycle: ModelLifecycle | None = None
+        self._feed: ChangeFeed | None = None
+        self._leadership_task: asyncio.Task[None] | None = None
         self._tokenizer_executor: ThreadPoolExecutor | None = None
         self._index_task: asyncio.Task[None] | None = None
         self._gate = ComputeGate()  # one backend call at a time, across versions
@@ -97,13 +113,17 @@ class RecommendationService:
         )
 
     async def stop(self) -> None:
-        if self._index_task is not None:
-            self._index_task.cancel()
-            await asyncio.gather(self._index_task, return_exceptions=True)
+        tasks = [t for t in (self._index_task, self._leadership_task) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         self._state = State.STOPPED
         lifecycle, self._lifecycle = self._lifecycle, None
         store, self._store = self._store, None
+        feed, self._feed = self._feed, None
         try:
+            if feed is not None:
+                await feed.close()
             if lifecycle is not None:
                 await lifecycle.close()
         finally:
@@ -131,20 +151,84 @@ class RecommendationService:
             pacing=self.settings.backfill,
             poll_s=self.settings.repository_poll_s,
         )
-        await self._lifecycle.open_active()
+        self._feed = ChangeFeed(
+            self._store,
+            self._lifecycle.live,
+            self._lifecycle.follow,
+            wait_s=self.settings.feed_wait_s,
+            observer=self._feed_observer,
+        )
+        self._lifecycle.live.on_stale_live_set = self._lifecycle.follow
+        await self._feed.mark_start()
+        await self._lead_or_follow(self._lifecycle, self._store)
+
+    async def _lead_or_follow(self, lifecycle: ModelLifecycle, store: ArticleStore) -> None:
+        """Lead if no one does; else wait for the leader to record an active version."""
+        while True:
+            if await store.try_lead():
+                lifecycle.leader = True
+                log.info("this process leads the model lifecycle")
+                await lifecycle.open_active()
+                return
+            if await lifecycle.open_followed_active() is not None:
+                log.info("following the leader: model version %s", lifecycle.live.active_number)
+                return
+            await store.wait_for_change(await store.last_change_seq(), self.settings.leader_check_s)
 
     async def _build_index(self) -> None:
-        lifecycle = self._running()
+        lifecycle, feed = self._running(), self._following()
         try:
-            await lifecycle.build_active_index()
+            feed.start()
+            if lifecycle.leader:
+                await lifecycle.build_active_index()
+            else:
+                await self._wait_until_indexed(lifecycle)
         except Exception as exc:
-            log.exception("building the index of version %s failed", lifecycle.active_number)
+            log.exception("building the index of version %s failed", lifecycle.live.active_number)
             self._failure = exc
             self._state = State.FAILED
             return
         self._state = State.READY
         log.info(self.ready_message())
-        await lifecycle.start_background()
+        if lifecycle.leader:
+            await lifecycle.start_background()
+        else:
+            await lifecycle.follow()
+        self._leadership_task = asyncio.get_running_loop().create_task(
+            self._keep_leadership(lifecycle), name="leadership"
+        )
+
+    async def _wait_until_indexed(self, lifecycle: ModelLifecycle) -> None:
+        """A follower is ready once every article has a vector of the active version in
+        the store (the leader embeds what lacks one; the feed brings it here)."""
+        while missing := await lifecycle.live.count_missing(lifecycle.live.active):
+            log.info("waiting for the leader to embed %d articles", missing)
+            await self._running_store().wait_for_change(
+                self._following().applied_seq, self.settings.leader_check_s
+            )
+            await self._following().catch_up()
+            if not lifecycle.leader and await self._running_store().try_lead():
+                log.info("the leader is gone: this process leads the model lifecycle")
+                await lifecycle.lead()  # embeds what is missing; the loop sees it done
+
+    async def _keep_leadership(self, lifecycle: ModelLifecycle) -> None:
+        """Take the lead when the leader is gone; stop when this process lost it (a
+        partitioned leader must not go on changing roles)."""
+        store = self._running_store()
+        while True:
+            await asyncio.sleep(self.settings.leader_check_s)
+            try:
+                if lifecycle.leader:
+                    if not await store.still_leading():
+                        log.critical("lost the lifecycle leadership; stopping this process")
+                        self._state = State.FAILED
+                        os.kill(os.getpid(), signal.SIGTERM)
+                        return
+                elif await store.try_lead():
+                    log.info("the leader is gone: this process leads the model lifecycle")
+                    await lifecycle.lead()
+            except StoreError as exc:
+                log.warning("leadership check: %s", exc)
 
     # --- state -----------------------------------------------------------------
 
@@ -169,6 +253,15 @@ class RecommendationService:
         if self._store is None:
             raise NotReady("the service is not running")
         return self._store
+
+    @property
+    def applied_change_seq(self) -> int:
+        """The last change of the store's log this process applied."""
+        return 0 if self._feed is None else self._feed.applied_seq
+
+    @property
+    def leader(self) -> bool:
+        return self._lifecycle is not None and self._lifecycle.leader
 
     @property
     def active_version(self) -> int | None:
@@ -255,6 +348,16 @@ class RecommendationService:
 
     async def _write(self, stored: list[StoredArticle], *, bulk: bool) -> list[bool]:
         return await self._ready().live.write_articles(stored, bulk=bulk)
+
+    def _following(self) -> ChangeFeed:
+        if self._feed is None:
+            raise NotReady("the service is not running")
+        return self._feed
+
+    def _running_store(self) -> ArticleStore:
+        if self._store is None:
+            raise NotReady("the service is not running")
+        return self._store
 
     def _running(self) -> ModelLifecycle:
         if self._lifecycle is None or self._store is None:

@@ -20,6 +20,7 @@ from kbrec.zendesk import ZendeskExportError
 from server.errors import (
     ArticleNotFound,
     InvalidRequest,
+    NotLeader,
     NotReady,
     Overloaded,
     UnknownAccount,
@@ -83,6 +84,10 @@ async def not_ready(request: Request, exc: Exception) -> Response:
     return retry_later(request, "not_ready", str(exc))
 
 
+async def not_leader(request: Request, exc: Exception) -> Response:
+    return retry_later(request, "not_leader", str(exc))
+
+
 async def backend_failed(request: Request, exc: Exception) -> Response:
     log.warning("backend error on %s %s: %s", request.method, request.url.path, exc)
     return retry_later(request, "backend_unavailable", str(exc))
@@ -118,6 +123,7 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     VersionNotServing: version_not_serving,
     Overloaded: overloaded,
     NotReady: not_ready,
+    NotLeader: not_leader,
     BackendError: backend_failed,
     StoreError: store_failed,
     HTTPException: http_exception,

@@ -63,6 +63,12 @@ class Metrics:
             ["lane"],
             registry=self.registry,
         )
+        self.feed_delay = Histogram(
+            "kbrec_change_feed_delay_seconds",
+            "from a store change's commit (in any process) to its application here",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         # Label children by label values; bounded: methods, route templates, statuses.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._batch_children: dict[Lane, tuple[Any, Any, Any]] = {}
@@ -95,6 +101,9 @@ class Metrics:
         duration.observe(seconds)
         embedded.inc(rows)
 
+    def observe_feed_delay(self, seconds: float) -> None:
+        self.feed_delay.observe(seconds)
+
     def watch(self, service: RecommendationService) -> None:
         self.registry.register(ServiceCollector(service))
 
@@ -121,6 +130,14 @@ class ServiceCollector(Collector):
         yield articles
         yield GaugeMetricFamily(
             "kbrec_ready", "1 when the model is loaded and the index built", self._service.ready
+        )
+        yield GaugeMetricFamily(
+            "kbrec_leader", "1 in the process that leads model changes", self._service.leader
+        )
+        yield GaugeMetricFamily(
+            "kbrec_change_seq",
+            "last change of the store's log applied by this process",
+            self._service.applied_change_seq,
         )
         active = GaugeMetricFamily("kbrec_active_model_version", "model version serving queries")
         if self._service.active_version is not None:

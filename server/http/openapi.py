@@ -194,7 +194,8 @@ DOCUMENT: dict[str, Any] = {
         },
         "/v1/models": {
             "get": {
-                "summary": "Model versions, which is active, upgrade progress",
+                "summary": "Model versions, which is active, upgrade progress, whether this "
+                "process leads model changes (others answer activations with 503 not_leader)",
                 "responses": {"200": OK},
             }
         },

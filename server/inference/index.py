@@ -131,6 +131,10 @@ class VersionIndex:
             del self._accounts[account_id]
         return True
 
+    def clear(self) -> None:
+        """Forget every account (before a reload from the store)."""
+        self._accounts.clear()
+
     def article_counts(self) -> Iterator[tuple[str, int]]:
         for account_id, account in self._accounts.items():
             yield account_id, len(account)

@@ -28,7 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kbrec.repository import ModelVersion, list_versions
-from server.errors import ServiceError, StartupError, VersionNotFound, VersionRejected
+from server.errors import (
+    NotLeader,
+    ServiceError,
+    StartupError,
+    VersionNotFound,
+    VersionRejected,
+)
 from server.inference.backends.base import BackendError
 from server.inference.serving_model import ModelLoader, ServingModel
 from server.storage.store import ArticleStore, StoreError, VersionRole
@@ -75,6 +81,10 @@ class ModelLifecycle:
         self._lock = asyncio.Lock()  # one lifecycle change at a time
         self._versions: dict[int, VersionStatus] = {}  # the repository, verified once each
         self._watcher: asyncio.Task[None] | None = None
+        self._active_backfill: asyncio.Task[None] | None = None
+        # Only the leader (elected through the store) changes roles, tells Triton what
+        # to hold, backfills and watches the repository; the others follow the records.
+        self.leader = False
 
     # --- views -------------------------------------------------------------------
 
@@ -151,6 +161,9 @@ class ModelLifecycle:
             for record in self.roles.records():
                 if record.role not in (VersionRole.CANDIDATE, VersionRole.PREVIOUS):
                     continue
+                standby = self.live.standby
+                if standby is not None and standby.number == record.version:
+                    break  # loaded while following (`lead` resumed its backfill)
                 version = self._valid(record.version)
                 if version is None:
                     await self.roles.change(record.version, VersionRole.RETIRED)
@@ -159,13 +172,123 @@ class ModelLifecycle:
                     await self._load_standby(version, record.role)
                 break  # one standby at most
             await self._delete_unkept_vectors()
-        if self._poll_s > 0:
+        self._start_watching()
+
+    # --- following the leader ------------------------------------------------------
+
+    async def open_followed_active(self) -> ServingModel | None:
+        """A follower's start: load the version the leader recorded as active (its
+        index comes from the store); None while no version is recorded active."""
+        await self.roles.load()
+        active = self.roles.with_role(VersionRole.ACTIVE)
+        if not active:
+            return None
+        version = await self._followed_version(max(active))
+        model = await self._loader.open(version)
+        await self.live.serve(model)
+        await self.live.load_stored(model)
+        return model
+
+    async def follow(self) -> None:
+        """Load, switch and drop versions as the leader recorded them (the change feed
+        calls this on every change of the records). The leader made them: no-op there."""
+        async with self._lock:
+            if self.leader:
+                return
+            await self.roles.load()
+            await self._follow_active()
+            await self._follow_standby()
+
+    async def lead(self) -> None:
+        """This process was elected: take over what a leader does, from the records
+        (a backfill resumes from the store: what has a vector is not embedded again)."""
+        async with self._lock:
+            self.leader = True
+            await self.roles.load()
+            await self._loader.backends.hold([model.version for model in self.live.models()])
+            active = self.live.active
+            if await self.live.count_missing(active):  # the old leader was building it
+                self._active_backfill = asyncio.get_running_loop().create_task(
+                    self._complete_active(active), name=f"backfill-active-v{active.number}"
+                )
+            standby = self.live.standby
+            if standby is not None and standby.task is None:
+                standby.task = asyncio.get_running_loop().create_task(
+                    self._complete(standby), name=f"backfill-v{standby.number}"
+                )
+            await self._delete_unkept_vectors()
+        self._start_watching()
+
+    async def _follow_active(self) -> None:
+        recorded = self.roles.with_role(VersionRole.ACTIVE)
+        if not recorded or max(recorded) == self.live.active_number:
+            return
+        number = max(recorded)
+        standby = self.live.standby
+        if standby is not None and standby.number == number:
+            await self.live.switch(standby, None)
+        else:  # the leader serves a version this process has not loaded
+            model = await self._loader.open(await self._followed_version(number))
+            old = await self.live.replace_active(model)
+            if old is not None:
+                await old.close(drain_s=RETIRE_DRAIN_S)
+        log.info("following the leader: model version %d is active", number)
+
+    async def _follow_standby(self) -> None:
+        records = [
+            record
+            for record in self.roles.records()
+            if record.role in (VersionRole.CANDIDATE, VersionRole.PREVIOUS)
+            and record.version != self.live.active_number
+        ]
+        wanted = records[-1] if records else None
+        standby = self.live.standby
+        if standby is not None and (wanted is None or standby.number != wanted.version):
+            await self.live.leave(standby)
+            await standby.model.close(drain_s=RETIRE_DRAIN_S)
+            log.info("following the leader: version %d dropped", standby.number)
+            standby = None
+        if wanted is None:
+            return
+        if standby is None:
+            model = await self._loader.open(await self._followed_version(wanted.version))
+            standby = Standby(model, wanted.role, BackfillProgress(wanted.version))
+            stored = await self.live.join(standby)
+            log.info(
+                "following the leader: version %d loaded as %s (%d stored vectors)",
+                wanted.version,
+                wanted.role,
+                stored,
+            )
+        standby.role = wanted.role
+        # The leader keeps only complete versions as PREVIOUS; a candidate completes by
+        # switching in, which `_follow_active` follows.
+        standby.complete = standby.complete or wanted.role is VersionRole.PREVIOUS
+
+    async def _followed_version(self, number: int) -> ModelVersion:
+        """The recorded version's files, verified here too (never recorded as failed by
+        a follower: the leader decides)."""
+        status = await asyncio.to_thread(verify_status, self._repository, number)
+        if status is None or status.version is None:
+            reason = "not in the repository" if status is None else status.error
+            raise StartupError(f"the leader serves model version {number}, which {reason} here")
+        record = self.roles.get(number)
+        if record is not None and record.model_sha256 != status.version.model_sha256:
+            raise StartupError(
+                f"model version {number} here differs from the leader's (sha256 "
+                f"{status.version.model_sha256[:12]} against {record.model_sha256[:12]})"
+            )
+        self._versions[number] = status
+        return status.version
+
+    def _start_watching(self) -> None:
+        if self._poll_s > 0 and self._watcher is None:
             self._watcher = asyncio.get_running_loop().create_task(
                 self._watch(), name="watch-repository"
             )
 
     async def close(self) -> None:
-        tasks = [self._watcher] if self._watcher is not None else []
+        tasks = [t for t in (self._watcher, self._active_backfill) if t is not None]
         standby = self.live.standby
         if standby is not None and standby.task is not None:
             tasks.append(standby.task)
@@ -187,6 +310,8 @@ class ModelLifecycle:
         else load it now (errors: `VersionNotFound`, `VersionRejected`) and switch
         once its articles are re-embedded."""
         async with self._lock:
+            if not self.leader:
+                raise NotLeader("this process follows the leader, which makes model changes")
             active = self.live.active
             if number == active.number:
                 return Activation(active.number, switched=False)
@@ -261,9 +386,16 @@ class ModelLifecycle:
             raise VersionRejected(version.number, str(exc)) from exc
         if self.live.standby is not None:
             await self._retire(self.live.standby)
-        await self.roles.change(version.number, role, version.model_sha256)
+        # Live here before it is recorded: a write that commits after the record (which
+        # other processes' writes are checked against) has a vector of it.
         standby = Standby(model, role, BackfillProgress(version.number))
         stored = await self.live.join(standby)
+        try:
+            await self.roles.change(version.number, role, version.model_sha256)
+        except BaseException:
+            await self.live.leave(standby)
+            await model.close()
+            raise
         log.info("version %d loaded as %s (%d stored vectors)", version.number, role, stored)
         standby.task = asyncio.get_running_loop().create_task(
             self._complete(standby), name=f"backfill-v{version.number}"
@@ -292,14 +424,28 @@ class ModelLifecycle:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX_S)
 
+    async def _complete_active(self, model: ServingModel) -> None:
+        """Embed what lacks a vector of the active version, at full speed, retrying."""
+        delay = RETRY_FIRST_S
+        while True:
+            try:
+                progress = BackfillProgress(model.number)
+                await backfill(self.live, model, BackfillPacing(), progress, background=False)
+                return
+            except (BackendError, StoreError, ServiceError) as exc:
+                log.warning("embedding for version %d: %s; retrying", model.number, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX_S)
+
     async def _retire(self, standby: Standby) -> None:
         if standby.task is not None:
             standby.task.cancel()
             await asyncio.gather(standby.task, return_exceptions=True)
+        # Recorded first: until it leaves, writes here still carry its vectors (harmless).
+        await self.roles.change(standby.number, VersionRole.RETIRED)
         await self.live.leave(standby)
         await standby.model.close(drain_s=RETIRE_DRAIN_S)
         deleted = await self._store.delete_embeddings(standby.number)
-        await self.roles.change(standby.number, VersionRole.RETIRED)
         log.info("version %d retired (%d vectors deleted)", standby.number, deleted)
 
     async def _delete_unkept_vectors(self) -> None:

@@ -19,7 +19,8 @@ against article writes goes through it (docs/architecture.md, "The commit lock")
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,8 @@ from server.storage.store import (
     ArticleStore,
     ArticleWrite,
     EmbeddingWrite,
+    IndexRow,
+    StaleLiveSet,
     StoredArticle,
     VersionRole,
 )
@@ -59,6 +62,20 @@ def index_entry(article: Article) -> IndexEntry:
     return IndexEntry(article.article_id, article.title, article.locale)
 
 
+# A write waits this long at most for this process to load a version the leader
+# recorded (503 after).
+STALE_LIVE_SET_WAIT_S = 30.0
+
+
+async def pause() -> None:
+    await asyncio.sleep(0.05)
+
+
+def fill_index(index: VersionIndex, rows: Sequence[IndexRow]) -> None:
+    for row in rows:
+        index.upsert(row.account_id, IndexEntry(row.article_id, row.title, row.locale), row.vector)
+
+
 def add_to_index(index: VersionIndex, articles: Sequence[Article], vectors: np.ndarray) -> None:
     for article, vector in zip(articles, vectors, strict=True):
         index.upsert(article.account_id, index_entry(article), vector)
@@ -71,6 +88,9 @@ class LiveVersions:
         self._active: ServingModel | None = None
         self._standby: Standby | None = None
         self.switches = 0
+        # Catches up with the version records (`ModelLifecycle.follow`) when a write
+        # finds that the leader recorded a version this process lacks.
+        self.on_stale_live_set: Callable[[], Awaitable[None]] = pause
 
     # --- views -------------------------------------------------------------------
 
@@ -149,10 +169,41 @@ class LiveVersions:
                 await self._switch_locked(standby, roles)
             return True
 
-    async def switch(self, standby: Standby, roles: VersionRoles) -> None:
-        """Make a complete standby active (a rollback, or activating a kept version)."""
+    async def switch(self, standby: Standby, roles: VersionRoles | None) -> None:
+        """Make a complete standby active (a rollback, or activating a kept version);
+        `roles` None: the leader recorded the switch and this process follows it."""
         async with self._commit_lock:
             await self._switch_locked(standby, roles)
+
+    async def replace_active(self, model: ServingModel) -> ServingModel | None:
+        """A follower whose active version the leader replaced by one it had not loaded:
+        serve `model` (its index loaded here); returns the old active to close."""
+        async with self._commit_lock:
+            await self._load_stored_vectors(model)
+            old, self._active = self._active, model
+            self.switches += 1
+            return old
+
+    async def refresh_articles(self, keys: Sequence[tuple[str, str]]) -> None:
+        """Make every live index hold exactly what the store has for these articles
+        (the change feed: writes of other processes). Read and applied under the lock,
+        so a local write cannot fall between and be overwritten by the older read."""
+        async with self._commit_lock:
+            for model in self.models():
+                rows = await self._store.index_rows_for(keys, model.number, model.index.dim)
+                found = {(row.account_id, row.article_id) for row in rows}
+                for account_id, article_id in keys:
+                    if (account_id, article_id) not in found:
+                        model.index.remove(account_id, article_id)
+                fill_index(model.index, rows)
+
+    async def reload_indexes(self) -> None:
+        """Every live index afresh from the store (a feed reader that fell behind)."""
+        async with self._commit_lock:
+            for model in self.models():
+                rows = await self._store.index_rows(model.number, model.index.dim)
+                model.index.clear()  # no await from here on: queries never see it empty
+                fill_index(model.index, rows)
 
     def take_all(self) -> tuple[ServingModel | None, Standby | None]:
         """Empty the live set (at stop); the caller closes what it gets."""
@@ -160,24 +211,22 @@ class LiveVersions:
         self._active = self._standby = None
         return active, standby
 
-    async def _switch_locked(self, standby: Standby, roles: VersionRoles) -> None:
+    async def _switch_locked(self, standby: Standby, roles: VersionRoles | None) -> None:
         old = self.active
-        await roles.change_many(  # durable before it takes effect
-            [
-                (standby.number, VersionRole.ACTIVE, standby.model.version.model_sha256, None),
-                (old.number, VersionRole.PREVIOUS, old.version.model_sha256, None),
-            ]
-        )
+        if roles is not None:
+            await roles.change_many(  # durable before it takes effect
+                [
+                    (standby.number, VersionRole.ACTIVE, standby.model.version.model_sha256, None),
+                    (old.number, VersionRole.PREVIOUS, old.version.model_sha256, None),
+                ]
+            )
         self._active = standby.model
         self._standby = Standby(old, VersionRole.PREVIOUS, BackfillProgress(old.number), True)
         self.switches += 1
 
     async def _load_stored_vectors(self, model: ServingModel) -> int:
         rows = await self._store.index_rows(model.number, model.index.dim)
-        for row in rows:
-            model.index.upsert(
-                row.account_id, IndexEntry(row.article_id, row.title, row.locale), row.vector
-            )
+        fill_index(model.index, rows)
         return len(rows)
 
     # --- article writes and backfill commits ---------------------------------------
@@ -187,6 +236,7 @@ class LiveVersions:
         True where the article was created. `bulk` waits for queue room (imports)."""
         articles = [s.article for s in stored]
         vectors: dict[int, np.ndarray] = {}
+        deadline = time.monotonic() + STALE_LIVE_SET_WAIT_S
         while True:
             await embed_missing(self.models(), articles, vectors, bulk=bulk)
             async with self._commit_lock:
@@ -197,10 +247,22 @@ class LiveVersions:
                     ArticleWrite(s, {model.number: vectors[model.number][i] for model in models})
                     for i, s in enumerate(stored)
                 ]
-                created = await self._store.write_articles(writes)
-                for model in models:
-                    add_to_index(model.index, articles, vectors[model.number])
-                return created
+                try:
+                    # Refused if the records name a live version this process lacks.
+                    created = await self._store.write_articles(
+                        writes, live_versions=[model.number for model in models]
+                    )
+                except StaleLiveSet as exc:
+                    stale: StaleLiveSet | None = exc
+                else:
+                    for model in models:
+                        add_to_index(model.index, articles, vectors[model.number])
+                    return created
+            # The leader recorded a version this process has not loaded yet: load it
+            # (outside the lock: joining takes it) and embed with it too.
+            if time.monotonic() > deadline:
+                raise NotReady(f"model versions are changing ({stale}); retry")
+            await self.on_stale_live_set()
 
     async def delete_article(self, account_id: str, article_id: str) -> bool:
         """Durably delete from the store and every live index; False if unknown."""

@@ -80,6 +80,9 @@ async def models(request: Request) -> JSONResponse:
                 for number, state, status, error in lifecycle.version_states()
             ],
             "upgrade": None if upgrade is None else upgrade_json(upgrade),
+            # Several processes may share the store: one leads model changes.
+            "leader": lifecycle.leader,
+            "change_seq": service.applied_change_seq,
         }
     )
 
