@@ -33,6 +33,7 @@ import logging
 import os
 import shlex
 import signal
+import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,7 +48,7 @@ from server.inference.ranking import RankRequest, ScoredArticle
 from server.inference.serving_model import ModelLoader
 from server.settings import Settings
 from server.storage.store import ArticleStore, StoredArticle, StoreError, utc_now
-from server.versions.feed import ChangeFeed, FeedObserver
+from server.versions.feed import PRUNE_EVERY_S, ChangeFeed, FeedObserver
 from server.versions.lifecycle import ModelLifecycle
 
 log = logging.getLogger(__name__)
@@ -215,6 +216,7 @@ class RecommendationService:
         """Take the lead when the leader is gone; stop when this process lost it (a
         partitioned leader must not go on changing roles)."""
         store = self._running_store()
+        pruned_at = time.monotonic()
         while True:
             await asyncio.sleep(self.settings.leader_check_s)
             try:
@@ -224,6 +226,9 @@ class RecommendationService:
                         self._state = State.FAILED
                         os.kill(os.getpid(), signal.SIGTERM)
                         return
+                    if time.monotonic() - pruned_at > PRUNE_EVERY_S:
+                        pruned_at = time.monotonic()
+                        await self._following().prune()
                 elif await store.try_lead():
                     log.info("the leader is gone: this process leads the model lifecycle")
                     await lifecycle.lead()
@@ -278,14 +283,20 @@ class RecommendationService:
         models = [] if self._lifecycle is None else self._lifecycle.live.models()
         return {lane: sum(model.batcher.depth(lane) for model in models) for lane in QUEUED_LANES}
 
-    async def healthy(self) -> bool:
+    def alive(self) -> bool:
+        """Liveness: not failed, and the active version's batch worker runs. Not the
+        backend: a Triton that went away comes back without a restart of this process."""
         if self._state is State.FAILED or self._lifecycle is None:
             return False
         try:
             model = self._lifecycle.live.active
         except NotReady:
             return False
-        return model.batcher.healthy and await model.backend.health()
+        return model.batcher.healthy
+
+    async def healthy(self) -> bool:
+        """Alive and the active version's backend answers (readiness)."""
+        return self.alive() and await self._running().live.active.backend.health()
 
     def ready_message(self) -> str:
         model = self._running().live.active

@@ -34,6 +34,10 @@ from server.versions.live_set import LiveVersions
 log = logging.getLogger(__name__)
 
 RETRY_S = 1.0  # after a store error
+# The leader keeps this many changes in the log (a process further behind reloads its
+# indexes) and prunes the rest every PRUNE_EVERY_S.
+KEEP_CHANGES = 100_000
+PRUNE_EVERY_S = 60.0
 
 
 class FeedObserver(Protocol):
@@ -101,6 +105,10 @@ class ChangeFeed:
             applied += len(changes)
             self.stats.applied_seq = changes[-1].seq
             self.stats.applied_changes += len(changes)
+
+    async def prune(self) -> int:
+        """Delete all but the newest KEEP_CHANGES changes (the leader's job)."""
+        return await self._store.prune_changes(await self._store.last_change_seq() - KEEP_CHANGES)
 
     async def _follow(self) -> None:
         while True:

@@ -112,6 +112,7 @@ def test_triton_away_is_a_503_and_its_return_heals_without_restart(
     ready = http.get("/readyz")
     assert ready.status_code == 503 and ready.json()["error"]["code"] == "not_ready"
     assert http.get("/v1/models").json()["active_version"] == 1  # still up, just not ready
+    assert http.get("/healthz").status_code == 200  # alive: a restart would not help
 
     own_triton.start()  # same ports
     wait_until(lambda: http.get("/readyz").status_code == 200, "/readyz after Triton is back")
