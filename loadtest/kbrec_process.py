@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import Any, Final, Self
 
 from loadtest.kbrec_api import RECOMMEND_PATH
-from loadtest.proc_stats import memory_kib, process_cpu_s
+from loadtest.proc_stats import memory_kib, tree_cpu_s
 
 KBREC: Final = (sys.executable, "-m", "cli.main")
 START_TIMEOUT_S: Final = 900.0  # a first start embeds every article of the store
@@ -101,7 +101,8 @@ class ServerProcess:
         return self.ready_at - self.started
 
     def cpu_s(self) -> float:
-        return process_cpu_s(self.pid)
+        """CPU seconds of the server and its child processes (`kbrec serve --workers`)."""
+        return tree_cpu_s(self.pid)
 
     def memory_kib(self) -> dict[str, int]:
         return memory_kib(self.pid)
@@ -159,8 +160,9 @@ class ServeProcess(ServerProcess):
         return self.ready_at - self.embed_started
 
 
-def seed_store(corpus: Path, db: Path, launcher: Sequence[str] = KBREC) -> float:
-    """`kbrec store import` of a corpus into `db`; returns its wall seconds."""
+def seed_store(corpus: Path, db: Path | str, launcher: Sequence[str] = KBREC) -> float:
+    """`kbrec store import` of a corpus into `db` (a file or a store URL); returns its
+    wall seconds."""
     start = time.perf_counter()
     command = [*launcher, "store", "import", "--corpus", str(corpus), "--db", str(db)]
     subprocess.run(command, check=True, capture_output=True)

@@ -22,6 +22,35 @@ def process_cpu_s(pid: int) -> float:
     return stat_cpu_s(Path(f"/proc/{pid}/stat"))
 
 
+def tree_cpu_s(pid: int) -> float:
+    """`process_cpu_s` of a process and all its live descendants (a server's workers)."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            total += process_cpu_s(member)
+        except (FileNotFoundError, ProcessLookupError):  # exited meanwhile
+            continue
+    return total
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and its live descendants, parents first."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        try:
+            tasks = list(Path(f"/proc/{current}/task").iterdir())
+        except FileNotFoundError:
+            continue
+        for task in tasks:
+            try:
+                todo.extend(int(child) for child in (task / "children").read_text().split())
+            except FileNotFoundError:
+                continue
+    return found
+
+
 def thread_cpu_s(pid: int) -> dict[int, float]:
     """User + system CPU seconds of each live thread of a process, by OS thread id.
 
