@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,9 @@ def serve_workers(settings: Settings, listener: socket.socket, *, verbose: bool)
     from uvicorn.config import STARTUP_FAILURE
     from uvicorn.supervisors import Multiprocess
 
+    # The workers are the parallelism: a tokenizer thread pool per worker would only
+    # make them fight over the cores (the spawned workers inherit the environment).
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     # A factory the spawned worker can unpickle: the settings travel, not an app.
     factory = functools.partial(worker_app, settings, verbose)
     config = uvicorn_config(factory, settings, factory=True, workers=settings.http.workers)
