@@ -26,7 +26,6 @@ server carries load at a time; the idle one polls nothing (--repository-poll-s 0
 from __future__ import annotations
 
 import argparse
-import datetime
 import itertools
 import os
 import shlex
@@ -45,6 +44,7 @@ from bench.serving import (
     kbrec_level,
     prepare_store,
     progress,
+    run_header,
     start_server,
 )
 from kbrec.records import QUERIES_FILE
@@ -232,15 +232,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tickets = ticket_texts(args.corpus / QUERIES_FILE)
     workload = tickets_workload(args.corpus)
-    command = shlex.join([".venv/bin/python", "-m", "bench.batching_sweep", *sys.argv[1:]])
-    out = [
-        f"Run {datetime.datetime.now().isoformat(timespec='minutes')}: `{command}`",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores (shared machine), Python "
-        f"{sys.version.split()[0]}; load average at start {load_average()}. "
+    out = run_header(
+        "bench.batching_sweep",
         f"Requests: {len(tickets)} tickets (loadtest.tickets), top_k {TOP_K}, "
         f"Poisson arrivals; warm-up {args.warmup:g} s, window {args.duration:g} s per level.",
-    ]
+    )
     with tempfile.TemporaryDirectory(prefix="kbrec-sweep-") as tmp:
         fixed_db, target_db = Path(tmp) / "fixed.sqlite", Path(tmp) / "target.sqlite"
         prepare_store(args.db, args.corpus, fixed_db)

@@ -12,6 +12,7 @@ has to own up to).
 
 from __future__ import annotations
 
+import datetime
 import os
 import shlex
 import shutil
@@ -192,6 +193,17 @@ def parse_configs(specs: Sequence[str]) -> list[tuple[str, list[str]]]:
 
 def load_average() -> str:
     return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def run_header(module: str, note: str = "") -> list[str]:
+    """The first lines of a benchmark's Markdown: when, the command, the machine."""
+    command = shlex.join([".venv/bin/python", "-m", module, *sys.argv[1:]])
+    return [
+        f"Run {datetime.datetime.now().isoformat(timespec='minutes')}: `{command}`",
+        "",
+        f"Machine: {os.cpu_count()} CPU cores (shared machine), Python "
+        f"{sys.version.split()[0]}; load average at start {load_average()}. {note}".rstrip(),
+    ]
 
 
 def progress(label: str, measured: Measured, extra: str = "") -> None:

@@ -24,9 +24,7 @@ as the servers: on a 2-core machine it takes part of the second core from them.
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
-import os
 import shlex
 import shutil
 import statistics
@@ -41,7 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from bench.serving import TOP_K, kbrec_level, load_average, prepare_store, progress
+from bench.serving import (
+    TOP_K,
+    kbrec_level,
+    load_average,
+    prepare_store,
+    progress,
+    run_header,
+)
 from kbrec.records import QUERIES_FILE
 from loadtest.kbrec_process import KBREC, ServeProcess, check_recommendation, seed_store
 from loadtest.point import GENERATOR_CPU, Measured, level_config
@@ -236,13 +241,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     tickets = ticket_texts(args.corpus / QUERIES_FILE)
     workload = tickets_workload(args.corpus)
-    command = shlex.join([".venv/bin/python", "-m", "bench.workers_benchmark", *sys.argv[1:]])
-    out = [
-        f"Run {datetime.datetime.now().isoformat(timespec='minutes')}: `{command}`",
-        "",
-        f"Machine: {os.cpu_count()} CPU cores (shared), Python {sys.version.split()[0]}; "
-        f"load average at start {load_average()}. Generator and servers share the machine.",
-    ]
+    out = run_header("bench.workers_benchmark", "Generator and servers share the machine.")
     with tempfile.TemporaryDirectory(prefix="kbrec-workers-") as tmp:
         db = Path(tmp) / "kbrec.sqlite"
         prepare_store(args.db, args.corpus, db)

@@ -23,6 +23,7 @@ from serving_helpers import ServeProcess, wait_until
 from upgrade_helpers import (
     FRESH,
     STEADY,
+    Corpus,
     OfflineVersion,
     Traffic,
     check_fresh,
@@ -77,6 +78,21 @@ def leader_of(processes: list[ServeProcess]) -> list[ServeProcess]:
     return [p for p in processes if p.process.poll() is None and models_of(p.url)["leader"]]
 
 
+def seed_everywhere(processes: list[ServeProcess], bulk: int) -> tuple[Corpus, list[str], int]:
+    """Seed through the first process; wait until every process ranks the whole STEADY
+    account. Returns the corpus, the traffic's queries and top_k (all of STEADY)."""
+    with httpx.Client(base_url=processes[0].url, timeout=60) as http:
+        corpus = seed_articles(http, bulk=bulk)
+    queries = [words(random.Random(i), 3) for i in range(12)]
+    top_k = len(corpus.steady)
+    for p in processes:
+        wait_until(
+            lambda p=p: len(recommended(p.url, STEADY, queries[0], top_k)) == top_k,
+            f"the corpus at {p.url}",
+        )
+    return corpus, queries, top_k
+
+
 def models_of(url: str) -> dict:
     with httpx.Client(base_url=url, timeout=30) as http:
         return models(http)
@@ -121,15 +137,7 @@ def test_an_upgrade_under_traffic_on_every_process(tmp_path: Path, store: str) -
     publish(seed=0)
     extra = ("--backfill-share", "0.3", "--backfill-step-tokens", "40")
     with replicas(repository, store, 3, *extra) as processes:
-        with httpx.Client(base_url=processes[0].url, timeout=60) as http:
-            corpus = seed_articles(http, bulk=150)
-        queries = [words(random.Random(i), 3) for i in range(12)]
-        top_k = len(corpus.steady)
-        for p in processes:  # every follower has the whole corpus before the upgrade
-            wait_until(
-                lambda p=p: len(recommended(p.url, STEADY, queries[0], top_k)) == top_k,
-                "the corpus everywhere",
-            )
+        corpus, queries, top_k = seed_everywhere(processes, bulk=150)
         offline = {1: OfflineVersion(repository, 1)}
         with ExitStack() as stack:
             traffic = [
@@ -166,15 +174,7 @@ def test_a_killed_leader_is_replaced_and_the_backfill_resumes(tmp_path: Path, st
     extra = ("--backfill-share", "0.05", "--backfill-step-tokens", "40")
     with replicas(repository, store, 3, *extra) as processes:
         leader, *followers = processes
-        with httpx.Client(base_url=leader.url, timeout=60) as http:
-            corpus = seed_articles(http, bulk=300)
-        queries = [words(random.Random(i), 3) for i in range(12)]
-        top_k = len(corpus.steady)
-        for p in followers:
-            wait_until(
-                lambda p=p: len(recommended(p.url, STEADY, queries[0], top_k)) == top_k,
-                "the corpus everywhere",
-            )
+        corpus, queries, top_k = seed_everywhere(processes, bulk=300)
         offline = {1: OfflineVersion(repository, 1)}
         with ExitStack() as stack:
             traffic = [
