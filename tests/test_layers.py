@@ -31,6 +31,7 @@ SERVER_LAYERS: dict[str, int] = {
     "storage": 1,
     "inference": 1,
     "versions": 2,
+    "experiments": 3,
     "settings": 3,
     "service": 4,
     "http": 5,
