@@ -28,6 +28,14 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 from kbrec.records import Article
+from server.storage.accounts import (
+    ACCOUNT_COLUMNS,
+    KEY_COLUMNS,
+    Account,
+    ApiKey,
+    account_of,
+    api_key_of,
+)
 from server.storage.migrate import migrate_postgres
 from server.storage.postgres_connection import (
     connect,
@@ -448,6 +456,88 @@ class PostgresArticleStore:
         async with store_errors("article store"), self._pool.connection() as db:
             cursor = await db.execute(sql, parameters)  # type: ignore[arg-type]
             return await cursor.fetchone()
+
+    # --- accounts and API keys ----------------------------------------------------
+    # Not in the change log, so no CHANGES_LOCK: a plain transaction each.
+
+    async def create_accounts(self, accounts: Sequence[Account]) -> list[bool]:
+        async with self._transaction() as db:
+            return [await insert_account(db, account) for account in accounts]
+
+    async def get_account(self, account_id: str) -> Account | None:
+        row = await self._fetch_one(
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE account_id = %s", (account_id,)
+        )
+        return None if row is None else account_of(row)
+
+    async def count_articles(self, account_id: str, among: Collection[str] | None = None) -> int:
+        if among is None:
+            row = await self._fetch_one(
+                "SELECT count(*) FROM articles WHERE account_id = %s", (account_id,)
+            )
+        else:
+            row = await self._fetch_one(
+                "SELECT count(*) FROM articles"
+                " WHERE account_id = %s AND article_id = ANY(%s::text[])",
+                (account_id, sorted(set(among))),
+            )
+        assert row is not None
+        return row[0]
+
+    async def create_api_key(self, key: ApiKey, key_sha256: str, account: Account) -> bool:
+        async with self._transaction() as db:
+            created = await insert_account(db, account)
+            await db.execute(
+                "INSERT INTO api_keys (key_id, account_id, key_sha256, label, created_at)"
+                " VALUES (%s, %s, %s, %s, %s)",
+                (key.key_id, key.account_id, key_sha256, key.label, key.created_at),
+            )
+        return created
+
+    async def api_keys(self, account_id: str | None = None) -> list[ApiKey]:
+        where = "" if account_id is None else " WHERE account_id = %s"
+        rows = await self._fetch_all(
+            f"SELECT {KEY_COLUMNS} FROM api_keys{where} ORDER BY created_at, key_id",
+            None if account_id is None else (account_id,),
+        )
+        return [api_key_of(row) for row in rows]
+
+    async def valid_api_keys(self) -> dict[str, ApiKey]:
+        rows = await self._fetch_all(
+            f"SELECT key_sha256, {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL"
+        )
+        return {row[0]: api_key_of(row[1:]) for row in rows}
+
+    async def revoke_api_key(self, key_id: str, at: str) -> ApiKey | None:
+        async with self._transaction() as db:
+            await db.execute(
+                "UPDATE api_keys SET revoked_at = %s WHERE key_id = %s AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            cursor = await db.execute(
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = %s", (key_id,)
+            )
+            row = await cursor.fetchone()
+        return None if row is None else api_key_of(row)
+
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with (
+            store_errors("article store"),
+            self._pool.connection() as db,
+            db.transaction(),
+        ):
+            yield db
+
+
+async def insert_account(db: AsyncConnection, account: Account) -> bool:
+    """Insert the account unless it exists; True if inserted."""
+    cursor = await db.execute(
+        f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (%s, %s, %s, %s)"
+        " ON CONFLICT (account_id) DO NOTHING",
+        (account.account_id, account.created_at, account.max_articles, account.max_article_bytes),
+    )
+    return cursor.rowcount > 0
 
 
 async def first_value(cursor: Any) -> Any:

@@ -24,6 +24,14 @@ from pathlib import Path
 from typing import TypeVar
 
 from kbrec.records import Article
+from server.storage.accounts import (
+    ACCOUNT_COLUMNS,
+    KEY_COLUMNS,
+    Account,
+    ApiKey,
+    account_of,
+    api_key_of,
+)
 from server.storage.file_lock import FileLeaderLock
 from server.storage.migrate import migrate_sqlite
 from server.storage.store import (
@@ -417,3 +425,99 @@ class SqliteArticleStore:
         with transaction(self._connection) as db:
             cursor = db.execute(PRUNE_CHANGES, (keep_after_seq,))
         return cursor.rowcount
+
+    # --- accounts and API keys ----------------------------------------------------
+
+    async def create_accounts(self, accounts: Sequence[Account]) -> list[bool]:
+        return await self._call(self._create_accounts, accounts)
+
+    async def get_account(self, account_id: str) -> Account | None:
+        row = await self._call(
+            self._fetch_one,
+            f"SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE account_id = ?",
+            account_id,
+        )
+        return None if row is None else account_of(row)
+
+    async def count_articles(self, account_id: str, among: Collection[str] | None = None) -> int:
+        return await self._call(self._count_articles, account_id, among)
+
+    async def create_api_key(self, key: ApiKey, key_sha256: str, account: Account) -> bool:
+        return await self._call(self._create_api_key, key, key_sha256, account)
+
+    async def api_keys(self, account_id: str | None = None) -> list[ApiKey]:
+        where = "" if account_id is None else " WHERE account_id = ?"
+        rows = await self._call(
+            self._fetch_all,
+            f"SELECT {KEY_COLUMNS} FROM api_keys{where} ORDER BY created_at, key_id",
+            *([] if account_id is None else [account_id]),
+        )
+        return [api_key_of(row) for row in rows]
+
+    async def valid_api_keys(self) -> dict[str, ApiKey]:
+        rows = await self._call(
+            self._fetch_all,
+            f"SELECT key_sha256, {KEY_COLUMNS} FROM api_keys WHERE revoked_at IS NULL",
+        )
+        return {row[0]: api_key_of(row[1:]) for row in rows}
+
+    async def revoke_api_key(self, key_id: str, at: str) -> ApiKey | None:
+        return await self._call(self._revoke_api_key, key_id, at)
+
+    def _fetch_one(self, sql: str, *parameters: object) -> tuple | None:
+        return self._connection.execute(sql, parameters).fetchone()
+
+    def _fetch_all(self, sql: str, *parameters: object) -> list[tuple]:
+        return self._connection.execute(sql, parameters).fetchall()
+
+    def _create_accounts(self, accounts: Sequence[Account]) -> list[bool]:
+        with transaction(self._connection) as db:
+            return self._create_accounts_in(db, accounts)
+
+    @staticmethod
+    def _create_accounts_in(db: sqlite3.Connection, accounts: Sequence[Account]) -> list[bool]:
+        return [
+            db.execute(
+                f"INSERT INTO accounts ({ACCOUNT_COLUMNS}) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (account_id) DO NOTHING",
+                (a.account_id, a.created_at, a.max_articles, a.max_article_bytes),
+            ).rowcount
+            > 0
+            for a in accounts
+        ]
+
+    def _count_articles(self, account_id: str, among: Collection[str] | None) -> int:
+        if among is None:
+            return self._scalar("SELECT count(*) FROM articles WHERE account_id = ?", account_id)
+        ids = sorted(set(among))
+        total = 0
+        for start in range(0, len(ids), KEYS_PER_QUERY):
+            chunk = ids[start : start + KEYS_PER_QUERY]
+            total += self._scalar(
+                "SELECT count(*) FROM articles WHERE account_id = ?"
+                f" AND article_id IN ({', '.join('?' * len(chunk))})",
+                account_id,
+                *chunk,
+            )
+        return total
+
+    def _create_api_key(self, key: ApiKey, key_sha256: str, account: Account) -> bool:
+        with transaction(self._connection) as db:
+            (created,) = self._create_accounts_in(db, [account])
+            db.execute(
+                "INSERT INTO api_keys (key_id, account_id, key_sha256, label, created_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (key.key_id, key.account_id, key_sha256, key.label, key.created_at),
+            )
+        return created
+
+    def _revoke_api_key(self, key_id: str, at: str) -> ApiKey | None:
+        with transaction(self._connection) as db:
+            db.execute(
+                "UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
+                (at, key_id),
+            )
+            row = db.execute(
+                f"SELECT {KEY_COLUMNS} FROM api_keys WHERE key_id = ?", (key_id,)
+            ).fetchone()
+        return None if row is None else api_key_of(row)

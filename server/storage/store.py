@@ -18,11 +18,14 @@ import enum
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 import numpy as np
 
 from kbrec.records import Article
+
+if TYPE_CHECKING:
+    from server.storage.accounts import Account, ApiKey
 
 
 def utc_now() -> str:
@@ -238,6 +241,37 @@ class ArticleStore(Protocol):
 
     async def resign(self) -> None:
         """Give leadership up (no-op when not leading); `close` does too."""
+        ...
+
+    # Accounts and their API keys (records in `accounts`). Not in the change log: the
+    # readers of keys reload them on a timer (server.http.keyring).
+
+    async def create_accounts(self, accounts: Sequence[Account]) -> list[bool]:
+        """Insert these accounts in one transaction; True where new (an existing account
+        is left as it is)."""
+        ...
+
+    async def get_account(self, account_id: str) -> Account | None: ...
+
+    async def count_articles(self, account_id: str, among: Collection[str] | None = None) -> int:
+        """The account's stored articles, or only those whose id is in `among`."""
+        ...
+
+    async def create_api_key(self, key: ApiKey, key_sha256: str, account: Account) -> bool:
+        """Store a key (by its digest) and, if it does not exist, its account (`account`),
+        in one transaction; True if the account was created."""
+        ...
+
+    async def api_keys(self, account_id: str | None = None) -> list[ApiKey]:
+        """Every key (of one account), revoked ones included, by creation."""
+        ...
+
+    async def valid_api_keys(self) -> dict[str, ApiKey]:
+        """Key digest → record, for every key not revoked."""
+        ...
+
+    async def revoke_api_key(self, key_id: str, at: str) -> ApiKey | None:
+        """Mark the key revoked at `at` (kept if it already was); None if no such key."""
         ...
 
     async def close(self) -> None: ...
