@@ -36,9 +36,14 @@ SETTING_HELP: Final[dict[str, str]] = {
     "host": "address to listen on",
     "port": "port to listen on (0: any free port)",
     "max_body_bytes": "largest request body (413 above)",
+    "max_query_bytes": "largest recommendation text in UTF-8 bytes (413 above)",
     "max_import_bytes": "largest Zendesk import body (413 above)",
     "retry_after_s": "Retry-After seconds sent with 429/503",
     "access_log": "log every request (uvicorn access log)",
+    "limit_concurrency": (
+        "connections and requests a process serves at once; uvicorn answers 503 beyond "
+        "(0: no limit)"
+    ),
     "workers": (
         "processes serving the port, each with its own model session and index "
         "(a worker that dies is restarted)"
@@ -50,6 +55,11 @@ SETTING_HELP: Final[dict[str, str]] = {
         "(0: fixed --max-wait-ms)"
     ),
     "max_queue": "queries waiting for a batch before new ones get a 503",
+    "max_queue_ms": (
+        "a query whose expected wait for its batch (rows ahead ÷ served rate) is over this "
+        "gets a 503 at once; one still queued after twice this is dropped with a 503 "
+        "(0: only --max-queue)"
+    ),
     "ingest_max_batch_size": "most articles embedded in one backend call",
     "ingest_max_queue": "article writes waiting to be embedded before a 503",
     "ingest_every": "when both wait: query batches run per article batch (article share bound)",
@@ -75,14 +85,20 @@ class HttpSettings:
     port: int = 8000
     max_body_bytes: int = 1 << 20
     max_import_bytes: int = 64 << 20
+    # A ticket's first few hundred tokens are all the model reads: 16 KiB is far more.
+    max_query_bytes: int = 16 << 10
     retry_after_s: int = 1
     access_log: bool = False
     workers: int = 1
+    limit_concurrency: int = 1024
 
     def __post_init__(self) -> None:
-        require_positive(self, "max_body_bytes", "max_import_bytes", "retry_after_s", "workers")
+        require_positive(self, "max_body_bytes", "max_import_bytes", "max_query_bytes")
+        require_positive(self, "retry_after_s", "workers")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in 0..65535, got {self.port}")
+        if self.limit_concurrency < 0:
+            raise ValueError(f"limit_concurrency must be >= 0, got {self.limit_concurrency}")
 
 
 @dataclass(frozen=True)

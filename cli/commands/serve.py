@@ -140,6 +140,9 @@ def uvicorn_config(app: object, settings: Settings, **options: object) -> uvicor
         app,  # type: ignore[arg-type]
         log_config=None,  # keep kbrec's logging setup
         access_log=settings.http.access_log,
+        # Beyond this many connections and requests uvicorn answers 503 at once, so an
+        # overload cannot grow the process's sockets and tasks without bound.
+        limit_concurrency=settings.http.limit_concurrency or None,
         timeout_graceful_shutdown=10,
         **options,  # type: ignore[arg-type]
     )

@@ -30,7 +30,7 @@ def errors(*statuses: int) -> dict[str, Any]:
         409: "the model version asked for is not serving",
         413: "body too large",
         422: "invalid field",
-        503: "overloaded or not ready (Retry-After)",
+        503: "overloaded (expected wait over --max-queue-ms) or not ready (Retry-After)",
     }
     return {str(status): json_body(ref("Error"), texts[status]) for status in statuses}
 
@@ -77,7 +77,12 @@ SCHEMAS: dict[str, Any] = {
         "required": ["account_id", "text"],
         "properties": {
             "account_id": ID_SCHEMA,
-            "text": {"type": "string", "minLength": 1, "description": "the ticket; truncated"},
+            "text": {
+                "type": "string",
+                "minLength": 1,
+                "description": "the ticket; cut to what the model reads; at most "
+                "--max-query-bytes of UTF-8 (default 16384), else 413 text_too_large",
+            },
             "top_k": {
                 "type": "integer",
                 "minimum": 1,

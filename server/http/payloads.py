@@ -1,8 +1,8 @@
 """Request bodies and path parameters: read within a byte limit, decode, validate.
 
 Everything here raises `InvalidRequest` (400 for bytes that are not UTF-8 JSON,
-413 for a body over the limit, 422 for well-formed JSON with bad fields), so no
-malformed input can reach the service and become a 500.
+413 for a body or a query text over its limit, 422 for well-formed JSON with bad
+fields), so no malformed input can reach the service and become a 500.
 """
 
 from __future__ import annotations
@@ -162,15 +162,32 @@ def checked_id(value: object, what: str) -> str:
     return value
 
 
-def parse_recommendation(data: object) -> RecommendationQuery:
+def parse_recommendation(data: object, max_text_bytes: int | None = None) -> RecommendationQuery:
     body = json_object(data)
     return RecommendationQuery(
         account_id=checked_id(required_string(body, "account_id"), "account id"),
-        text=non_blank(body, "text"),
+        text=capped_text(non_blank(body, "text"), max_text_bytes),
         top_k=top_k_field(body),
         locale=optional_locale(body),
         model_version=optional_version(body),
     )
+
+
+def capped_text(text: str, max_bytes: int | None) -> str:
+    """`text` if it is at most `max_bytes` in UTF-8, else 413 `text_too_large`.
+
+    A query is cut to what the model reads anyway, but a text far over that is a
+    mistake or an attack: refused before anything else is done with it.
+    """
+    # A character is 1-4 bytes: encode only when the length alone cannot tell.
+    if max_bytes is None or len(text) * 4 <= max_bytes:
+        return text
+    size = len(text) if len(text) > max_bytes else len(text.encode("utf-8"))
+    if size > max_bytes:
+        raise InvalidRequest(
+            f"'text' is over {max_bytes} bytes (UTF-8)", "text_too_large", status=413
+        )
+    return text
 
 
 def parse_article(data: object) -> ArticleFields:

@@ -15,8 +15,14 @@ Priority: while queries wait, they go first, but never more than `ingest_every`
 query batches in a row when articles wait too, so neither lane starves the other
 and a query waits behind at most one (small) article batch.
 
-Admission is tried without waiting: a full queue raises `Overloaded` at once
-(an immediate 503, not unbounded latency). Bulk ingestion (imports, rebuilds)
+Admission is tried without waiting: a query whose expected wait (the rows ahead
+of it over the rate queries are served) is over `max_queue_ms`, or that finds
+`max_queue` rows waiting, raises `Overloaded` at once (an immediate 503, not
+unbounded latency; `admission.QueueAdmission`). A query still queued past its
+deadline (`admission.DEADLINE_FACTOR` × max_queue_ms) gets `Overloaded` when a batch
+is taken instead of being embedded. A query text is cut to `QUERY_CHARS_PER_TOKEN`
+characters per token of the model's max length before it is tokenized, so the cost
+of a long text is bounded. Bulk ingestion (imports, rebuilds)
 instead waits for room (`wait_for_room=True`), as it is already-accepted work,
 and keeps at most half of the article queue, so single article writes are still
 admitted while an import runs.
@@ -42,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import sys
 import time
 from collections import deque
@@ -53,6 +60,7 @@ import numpy as np
 
 from kbrec.tokenization import pad_batch
 from server.errors import NoKnownToken, Overloaded
+from server.inference.admission import QueueAdmission
 from server.inference.backends.base import BackendError, BackendUnavailable, EmbeddingBackend
 from server.inference.batch_policy import BatchPolicy, FixedWait, query_policy
 from server.inference.compute_gate import ComputeGate, Lane
@@ -91,6 +99,10 @@ class BatchingConfig:
     ingest_max_queue: int = 64
     ingest_every: int = 4
     target_p99_ms: float = 0.0  # > 0: batch_policy.LatencyTarget instead of max_wait_ms
+    # Longest expected wait a query is admitted to (0: only max_queue counts). 500 ms:
+    # a refusal is then faster than the answer, and a client with a timeout of a
+    # second or more still gets its answer from the queue it joined.
+    max_queue_ms: float = 500.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -109,6 +121,8 @@ class BatchingConfig:
             raise ValueError(f"max_wait_ms must be finite and >= 0, got {self.max_wait_ms!r}")
         if not 0 <= self.target_p99_ms < float("inf"):
             raise ValueError(f"target_p99_ms must be finite and >= 0, got {self.target_p99_ms!r}")
+        if not 0 <= self.max_queue_ms < float("inf"):
+            raise ValueError(f"max_queue_ms must be finite and >= 0, got {self.max_queue_ms!r}")
         if self.max_queue < self.max_batch_size:
             raise ValueError("max_queue must be >= max_batch_size, or batches never fill")
         if self.ingest_max_queue < self.ingest_max_batch_size:
@@ -122,6 +136,7 @@ class _Pending:
     future: asyncio.Future[Any]
     enqueued_at: float
     text: str | None = None
+    deadline: float = math.inf  # loop time after which it is dropped instead of embedded
 
 
 class _LaneQueue:
@@ -143,6 +158,14 @@ class _LaneQueue:
     def drop_gone(self) -> None:
         if any(item.future.done() for item in self._items):
             self._items = deque(item for item in self._items if not item.future.done())
+
+    def expire(self, now: float) -> list[_Pending]:
+        """Remove and return the rows at the front whose deadline has passed (rows are
+        queued in deadline order: one budget per lane)."""
+        expired: list[_Pending] = []
+        while self._items and self._items[0].deadline <= now:
+            expired.append(self._items.popleft())
+        return expired
 
     def oldest_enqueued_at(self) -> float | None:
         return self._items[0].enqueued_at if self._items else None
@@ -166,6 +189,12 @@ class _LaneQueue:
 # (bench/service_benchmark.py): one call for the whole batch padded rows of 23
 # tokens on average to 81, and made batching slower than no batching at all.
 BUCKET_BOUNDS = (16, 32, 64, 128)
+
+# A query text is cut to this many characters per token of the model's max length
+# before it is tokenized: a token takes a few characters of ordinary text, so the cut
+# never shortens what the model sees, and a 1 MiB text costs the tokenizer no more
+# than max_length × 32 characters do.
+QUERY_CHARS_PER_TOKEN = 32
 
 
 def length_buckets(lengths: Sequence[int]) -> list[list[int]]:
@@ -224,6 +253,7 @@ class MicroBatcher(Generic[P, R]):
         self._in_flight: list[_Pending] = []
         self._failure: BackendUnavailable | None = None
         self._query_batches_in_a_row = 0
+        self._admission = QueueAdmission(config.max_queue, config.max_queue_ms / 1000)
 
     @property
     def config(self) -> BatchingConfig:
@@ -237,6 +267,10 @@ class MicroBatcher(Generic[P, R]):
     def idle(self) -> bool:
         """Nothing queued and no batch running."""
         return not self._in_flight and not any(self._lanes.values())
+
+    @property
+    def admission(self) -> QueueAdmission:
+        return self._admission
 
     def depth(self, lane: Lane) -> int:
         """Rows waiting in `lane` (not counting the batch in flight)."""
@@ -271,14 +305,24 @@ class MicroBatcher(Generic[P, R]):
         if self._tokenizer is None:
             raise RuntimeError("this batcher has no tokenizer")
         self._admit_query()
+        text = text[: self._backend.max_length * QUERY_CHARS_PER_TOKEN]
         return await self._enqueue(Lane.QUERY, (), payload, text)
 
     def _admit_query(self) -> None:
         self._raise_if_failed()
         lane = self._lanes[Lane.QUERY]
         lane.drop_gone()
-        if lane.room() < 1:
-            raise Overloaded(f"query queue is full ({lane.capacity} waiting)")
+        self._expire(lane)
+        refusal = self._admission.refusal(len(lane), len(self._in_flight))
+        if refusal is not None:
+            raise Overloaded(refusal)
+
+    def _expire(self, lane: _LaneQueue) -> None:
+        """Fail the rows whose deadline passed while they waited (503, not embedded)."""
+        for item in lane.expire(asyncio.get_running_loop().time()):
+            if not item.future.done():
+                waited_ms = self._admission.deadline_s * 1000
+                item.future.set_exception(Overloaded(f"waited over {waited_ms:.0f} ms for a batch"))
 
     async def embed_documents(
         self, documents: Sequence[Sequence[int]], *, wait_for_room: bool = False
@@ -348,7 +392,9 @@ class MicroBatcher(Generic[P, R]):
             raise ValueError("a row needs at least one token")
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._lanes[lane].append(_Pending(token_ids, payload, future, loop.time(), text))
+        now = loop.time()
+        deadline = now + self._admission.deadline_s if lane is Lane.QUERY else math.inf
+        self._lanes[lane].append(_Pending(token_ids, payload, future, now, text, deadline))
         self._wakeup.set()
         return future
 
@@ -380,6 +426,7 @@ class MicroBatcher(Generic[P, R]):
         while True:
             limit = policy.batch_limit()
             queue.drop_gone()
+            self._expire(queue)
             oldest = queue.oldest_enqueued_at()
             if oldest is None:
                 return []  # everyone waiting left
@@ -392,6 +439,7 @@ class MicroBatcher(Generic[P, R]):
                     await self._wakeup.wait()
             except TimeoutError:
                 pass
+        self._expire(queue)  # rows that passed their deadline meanwhile are not embedded
         batch = queue.take(limit)
         self._room_freed.set()
         return batch
@@ -416,6 +464,8 @@ class MicroBatcher(Generic[P, R]):
         seconds = time.perf_counter() - started
         if batch:
             self._policies[lane].observe(len(batch), seconds)
+            if lane is Lane.QUERY:
+                self._admission.observe(len(batch), seconds)
         if lane is Lane.QUERY:
             self._query_batches_in_a_row += 1
         else:

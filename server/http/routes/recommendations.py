@@ -7,6 +7,12 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server.http.disconnect import (
+    CLIENT_CLOSED_REQUEST,
+    ClientDisconnected,
+    cancelled_if_client_leaves,
+)
+from server.http.errors import error_response
 from server.http.payloads import parse_recommendation, read_json
 from server.service import RecommendationService
 
@@ -15,10 +21,17 @@ SCORE_DECIMALS = 6
 
 async def recommend(request: Request) -> JSONResponse:
     service: RecommendationService = request.app.state.service
-    query = parse_recommendation(await read_json(request, service.settings.http.max_body_bytes))
-    result = await service.recommend(
-        query.account_id, query.text, query.top_k, query.locale, query.model_version
-    )
+    limits = service.settings.http
+    body = await read_json(request, limits.max_body_bytes)
+    query = parse_recommendation(body, limits.max_query_bytes)
+    try:
+        # A client that leaves while its query waits takes its query out of the batcher.
+        async with cancelled_if_client_leaves(request):
+            result = await service.recommend(
+                query.account_id, query.text, query.top_k, query.locale, query.model_version
+            )
+    except ClientDisconnected:
+        return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", "client left")
     return JSONResponse(
         {
             "request_id": uuid.uuid4().hex,

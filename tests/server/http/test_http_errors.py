@@ -32,6 +32,7 @@ from server.storage.sqlite import SqliteArticleStore
 from server.storage.store import ArticleWrite, StoredArticle
 
 BODY_LIMIT = 65536
+QUERY_LIMIT = 16384  # the default --max-query-bytes
 IMPORT_LIMIT = 262144
 RECOMMEND = "/v1/recommendations"
 ARTICLE = "/v1/accounts/acme/articles/a1"
@@ -109,10 +110,31 @@ def test_a_good_recommendation_still_works(client: httpx.Client) -> None:
 
 
 def test_a_long_ticket_is_truncated_not_rejected(client: httpx.Client) -> None:
-    text = "reset password " * 2000  # 4,000 words: far over the model's 32 tokens
+    text = "reset password " * 1000  # 2,000 words, 15,000 bytes: far over 32 tokens
     response = client.post(RECOMMEND, json={"account_id": "acme", "text": text})
     assert response.status_code == 200, response.text
     assert response.json()["articles"][0]["article_id"] == "a1"
+
+
+@pytest.mark.parametrize(
+    ("text", "status"),
+    [
+        ("x" * QUERY_LIMIT, 200),
+        ("x" * (QUERY_LIMIT + 1), 413),
+        ("é" * (QUERY_LIMIT // 2), 200),  # two bytes each: exactly the limit
+        ("é" * (QUERY_LIMIT // 2 + 1), 413),  # fewer characters than the limit, more bytes
+        ("reset " * 10_000, 413),  # 60 kB: within the body limit, over the text limit
+    ],
+)
+def test_a_query_text_over_its_byte_limit_is_413(
+    client: httpx.Client, text: str, status: int
+) -> None:
+    response = client.post(RECOMMEND, json={"account_id": "acme", "text": text})
+    if status == 200:
+        assert response.status_code == 200, response.text
+    else:
+        body = assert_error(response, 413, "text_too_large")
+        assert str(QUERY_LIMIT) in body["error"]["message"]
 
 
 def test_body_over_the_limit_is_413_with_or_without_content_length(client: httpx.Client) -> None:

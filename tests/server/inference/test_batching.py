@@ -10,8 +10,9 @@ import pytest
 from serving_helpers import FakeBackend
 
 from server.errors import InvalidRequest, Overloaded
+from server.inference.admission import DEADLINE_FACTOR
 from server.inference.backends.base import BackendError, BackendUnavailable
-from server.inference.batching import BatchingConfig, MicroBatcher
+from server.inference.batching import QUERY_CHARS_PER_TOKEN, BatchingConfig, MicroBatcher
 from server.inference.compute_gate import ComputeGate, Lane
 
 LONG_WAIT_MS = 30_000.0  # a flush that depended on this wait would time the test out
@@ -301,6 +302,9 @@ def test_a_single_article_is_admitted_while_a_bulk_import_waits() -> None:
         {"ingest_max_batch_size": 0},
         {"ingest_max_queue": 1, "ingest_max_batch_size": 2},
         {"ingest_every": 0},
+        {"max_queue_ms": -1},
+        {"max_queue_ms": float("inf")},
+        {"max_queue_ms": float("nan")},
     ],
 )
 def test_bad_settings_are_rejected(config: dict[str, object]) -> None:
@@ -454,6 +458,137 @@ def test_a_refused_query_text_is_never_tokenized() -> None:
         backend.gate.set()
         await asyncio.gather(running, queued)
         assert tokenizer.calls == [["first"], ["second"]]
+        await batcher.close()
+
+    run(test)
+
+
+def test_a_query_expected_to_wait_too_long_is_refused_at_once() -> None:
+    async def test() -> None:
+        backend, tokenizer = FakeBackend(1, gate=asyncio.Event()), WordTokenizer()
+        batcher = make_text_batcher(
+            backend, tokenizer, max_batch_size=2, max_wait_ms=0, max_queue_ms=100
+        )
+        batcher.admission.observe(2, 0.1)  # served so far: 20 rows/s
+        in_flight = [asyncio.create_task(batcher.query_text("reset", i)) for i in range(2)]
+        await until(lambda: len(backend.calls) == 1)
+        # 2 rows ahead at 20 rows/s: 100 ms, not over the limit.
+        queued = asyncio.create_task(batcher.query_text("printer", 2))
+        await until(lambda: batcher.depth(Lane.QUERY) == 1)
+        with pytest.raises(Overloaded, match="expected wait 150 ms"):
+            await batcher.query_text("refused text", 3)  # 3 rows ahead: 150 ms
+        backend.gate.set()
+        assert [r[0] for r in await asyncio.gather(*in_flight, queued)] == [0, 1, 2]
+        assert "refused text" not in [text for call in tokenizer.calls for text in call]
+        await batcher.close()
+
+    run(test)
+
+
+def test_the_rate_comes_from_query_batches_and_frees_room_as_they_speed_up() -> None:
+    async def test() -> None:
+        backend = FakeBackend(1, gate=asyncio.Event())
+        batcher = make_batcher(backend, max_batch_size=1, max_wait_ms=0, max_queue_ms=100)
+        batcher.admission.observe(1, 1.0)  # one row a second: one row ahead is too many
+        held = asyncio.create_task(batcher.query([2, 3], "held"))
+        await until(lambda: len(backend.calls) == 1)
+        with pytest.raises(Overloaded):
+            await batcher.query([2, 3], "refused")
+        before = batcher.admission.rows_per_s
+        backend.gate.set()
+        await held
+        await batcher.embed_documents([[2, 10, 3]])  # article batches do not count
+        assert batcher.admission.rows_per_s is not None and before is not None
+        # The query batch ran in far less than a second: the rate went up.
+        assert batcher.admission.rows_per_s > before
+        rate_after_query = batcher.admission.rows_per_s
+        await batcher.embed_documents([[2, 11, 3]] * 3)
+        assert batcher.admission.rows_per_s == rate_after_query
+        await batcher.close()
+
+    run(test)
+
+
+def test_before_any_batch_was_measured_only_the_row_cap_counts() -> None:
+    async def test() -> None:
+        backend = FakeBackend(1, gate=asyncio.Event())
+        batcher = make_batcher(backend, max_batch_size=1, max_queue=3, max_queue_ms=1000)
+        held = asyncio.create_task(batcher.query([2, 3], "held"))
+        await until(lambda: len(backend.calls) == 1)
+        queued = [asyncio.create_task(batcher.query([2, 3], i)) for i in range(3)]
+        await until(lambda: batcher.depth(Lane.QUERY) == 3)
+        with pytest.raises(Overloaded, match="full"):
+            await batcher.query([2, 3], "fourth")
+        assert batcher.admission.rows_per_s is None  # so no wait was estimated
+        backend.gate.set()
+        await asyncio.gather(held, *queued)
+        await batcher.close()
+
+    run(test)
+
+
+def test_a_query_past_its_deadline_is_dropped_when_its_batch_is_taken() -> None:
+    async def test() -> None:
+        backend, tokenizer = FakeBackend(1, gate=asyncio.Event()), WordTokenizer()
+        max_queue_ms = 20.0
+        batcher = make_text_batcher(
+            backend, tokenizer, max_batch_size=1, max_wait_ms=0, max_queue_ms=max_queue_ms
+        )
+        loop = asyncio.get_running_loop()
+        held = asyncio.create_task(batcher.query_text("held", 0))
+        await until(lambda: len(backend.calls) == 1)
+        late = asyncio.create_task(batcher.query_text("too late", 1))
+        await until(lambda: batcher.depth(Lane.QUERY) == 1)
+        deadline = loop.time() + max_queue_ms * DEADLINE_FACTOR / 1000
+        while loop.time() <= deadline:  # the queued query's deadline passes
+            await asyncio.sleep(0.005)
+        backend.gate.set()
+        assert (await held)[0] == 0
+        with pytest.raises(Overloaded, match="waited over 40 ms"):
+            await late
+        assert tokenizer.calls == [["held"]]  # never tokenized, never embedded
+        assert len(backend.calls) == 1
+        # The next query is admitted and answered as usual.
+        assert (await batcher.query_text("fresh", 2))[0] == 2
+        await batcher.close()
+
+    run(test)
+
+
+def test_without_max_queue_ms_nothing_expires() -> None:
+    async def test() -> None:
+        backend = FakeBackend(1, gate=asyncio.Event())
+        batcher = make_batcher(backend, max_batch_size=1, max_wait_ms=0, max_queue_ms=0)
+        batcher.admission.observe(1, 10.0)  # very slow: would refuse anything queued
+        held = asyncio.create_task(batcher.query([2, 3], "held"))
+        await until(lambda: len(backend.calls) == 1)
+        queued = asyncio.create_task(batcher.query([2, 3], "queued"))
+        await asyncio.sleep(0.01)
+        backend.gate.set()
+        assert [(await held)[0], (await queued)[0]] == ["held", "queued"]
+        await batcher.close()
+
+    run(test)
+
+
+class TruncatingTokenizer(WordTokenizer):
+    """Cuts rows to the fake backend's max length, as the version's tokenizer does."""
+
+    async def encode(self, texts: Sequence[str]) -> list[list[int]]:
+        rows = await super().encode(texts)
+        return [[*row[: FakeBackend.max_length - 1], 3] for row in rows]
+
+
+def test_a_long_query_text_is_cut_before_it_is_tokenized() -> None:
+    async def test() -> None:
+        backend, tokenizer = FakeBackend(1), TruncatingTokenizer()
+        batcher = make_text_batcher(backend, tokenizer, max_batch_size=1, max_wait_ms=0)
+        text = "printer " * 131_072  # 1 MiB
+        payload, _ = await batcher.query_text(text, "long")
+        assert payload == "long"
+        ((seen,),) = tokenizer.calls
+        assert len(seen) == backend.max_length * QUERY_CHARS_PER_TOKEN
+        assert text.startswith(seen)
         await batcher.close()
 
     run(test)
