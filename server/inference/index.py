@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 
@@ -22,6 +23,37 @@ class IndexEntry:
     article_id: str
     title: str
     locale: str | None
+
+
+class AccountArticles(Protocol):
+    """One account's articles in an index: how many, and whether an article is there."""
+
+    def __len__(self) -> int: ...
+
+    def __contains__(self, article_id: str) -> bool: ...
+
+
+class ArticleIndex(Protocol):
+    """A version's ranking index as the live set, the change feed and the service use it:
+    `VersionIndex` (a host matrix per account) or `DeviceIndex` (one array per version,
+    server.inference.device_index)."""
+
+    model_version: int
+    dim: int
+
+    def account(self, account_id: str) -> AccountArticles | None:
+        """The account's articles (their count is `len`), or None when it has none."""
+        ...
+
+    def upsert(self, account_id: str, entry: IndexEntry, vector: np.ndarray) -> None: ...
+
+    def remove(self, account_id: str, article_id: str) -> bool: ...
+
+    def clear(self) -> None: ...
+
+    def article_counts(self) -> Iterator[tuple[str, int]]: ...
+
+    def __len__(self) -> int: ...
 
 
 class AccountIndex:

@@ -6,30 +6,32 @@ candidates at or above it by (score desc, article_id asc), so ties are broken
 the same way every time, also at the k-th place.
 
 The array work goes through an `ArrayModule` (a NumPy-compatible namespace and a
-way back to host memory): NumPy now; a GPU ranker goes beside `IndexRanker`
-(docs/architecture.md, "Where new code goes").
+way back to host memory). The GPU ranker beside `IndexRanker` keeps a whole version in
+one device array and ranks a batch in a fixed number of calls
+(server.inference.device_ranking); it gives the same results as `rank_batch` here.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from server.inference.array_modules import NUMPY, ArrayModule
 from server.inference.index import AccountIndex, VersionIndex
 
-
-@dataclass(frozen=True)
-class ArrayModule:
-    name: str
-    xp: Any  # numpy or cupy
-    to_host: Callable[[Any], np.ndarray]
-
-
-NUMPY = ArrayModule("numpy", np, np.asarray)
+__all__ = [
+    "NUMPY",
+    "ArrayModule",
+    "IndexRanker",
+    "RankRequest",
+    "ScoredArticle",
+    "rank_batch",
+    "top_k",
+]
 
 
 @dataclass(frozen=True)

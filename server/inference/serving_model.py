@@ -23,21 +23,24 @@ from server.errors import NoKnownToken
 from server.inference.backends.base import BackendLoadError, BackendProvider, EmbeddingBackend
 from server.inference.batching import BatchingConfig, BatchObserver, MicroBatcher
 from server.inference.compute_gate import ComputeGate
-from server.inference.index import VersionIndex
-from server.inference.ranking import IndexRanker, RankRequest, ScoredArticle
+from server.inference.device_ranking import HOST_RANKING, RankingConfig
+from server.inference.index import ArticleIndex
+from server.inference.ranking import RankRequest, ScoredArticle
 from server.inference.tokenizing import VersionTokenizer
 
 
 @dataclass(frozen=True)
 class ModelLoader:
     """Opens a `ServingModel` per version; every version shares the backend kind, the
-    batching settings, the tokenizer threads, the compute gate and the batch observer."""
+    batching settings, the tokenizer threads, the compute gate, the batch observer and
+    where ranking runs (`ranking`: host matrices, or one device array per version)."""
 
     backends: BackendProvider
     batching: BatchingConfig
     tokenizer_executor: Executor
     gate: ComputeGate
     observer: BatchObserver | None = None
+    ranking: RankingConfig = HOST_RANKING
 
     async def open(self, version: ModelVersion) -> ServingModel:
         """Open the backend and tokenizer, start the batcher; the index starts empty."""
@@ -48,11 +51,11 @@ class ModelLoader:
         except BaseException:
             await backend.close()
             raise
-        index = VersionIndex(version.number, backend.dim)
+        index, ranker = self.ranking.open(version.number, backend.dim)  # this version's own
         batcher = MicroBatcher(
             backend,
             self.batching,
-            IndexRanker(index),
+            ranker,
             observer=self.observer,
             gate=self.gate,
             tokenizer=tokenizer,
@@ -76,7 +79,7 @@ class ServingModel:
     tokenizer: VersionTokenizer
     backend: EmbeddingBackend
     batcher: MicroBatcher[RankRequest, list[ScoredArticle]]
-    index: VersionIndex
+    index: ArticleIndex
 
     @property
     def number(self) -> int:
