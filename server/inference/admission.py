@@ -2,10 +2,13 @@
 
 A row cap says nothing about time: 256 queued rows are a few milliseconds of work
 for a tiny encoder and seconds for MiniLM on two cores. So the batcher asks, for
-each new query, how long the rows ahead of it will take: the rows queued and in
-flight divided by the rate at which query rows are served. A query whose expected
-wait exceeds `max_queue_ms` is refused at once (503): a fast refusal a client can
-retry elsewhere, instead of an answer that comes after it gave up.
+each new query, how long until its batch is taken: what is left of the batch
+running now (its rows over the served rate, less the time it has run) plus the
+queued rows over the served rate. A query whose expected wait exceeds
+`max_queue_ms` is refused at once (503): a fast refusal a client can retry
+elsewhere, instead of an answer that comes after it gave up. Counting what is left
+of the running batch, not all of it, lets the queue fill up again as a batch runs,
+so batches under overload stay as large as max_queue_ms of work.
 
 The rate is query rows per second of batch time (tokenizing, the backend call and
 ranking), exponentially weighted over batches (`ALPHA`): the sums of rows and of
@@ -70,15 +73,18 @@ class QueueAdmission:
         rate = self.rows_per_s
         return None if rate is None else ahead / rate
 
-    def refusal(self, queued: int, in_flight: int) -> str | None:
-        """Why a new query is refused, or None to admit it. `queued` rows wait and
-        `in_flight` rows are in the batch running now: all of them go first."""
+    def refusal(self, queued: int, in_flight: int = 0, running_s: float = 0.0) -> str | None:
+        """Why a new query is refused, or None to admit it. `queued` rows wait, and the
+        batch running now has `in_flight` rows and has run for `running_s`."""
         if queued >= self.max_queue:
             return f"query queue is full ({self.max_queue} waiting)"
         if self.max_queue_s <= 0:
             return None
-        wait = self.expected_wait_s(queued + in_flight)
-        if wait is not None and wait > self.max_queue_s:
+        queue_s, batch_s = self.expected_wait_s(queued), self.expected_wait_s(in_flight)
+        if queue_s is None or batch_s is None:
+            return None
+        wait = queue_s + max(batch_s - running_s, 0.0)
+        if wait > self.max_queue_s:
             return (
                 f"expected wait {wait * 1000:.0f} ms is over the "
                 f"{self.max_queue_s * 1000:.0f} ms limit ({queued} queued)"

@@ -251,6 +251,7 @@ class MicroBatcher(Generic[P, R]):
         self._room_freed = asyncio.Event()  # something left a queue (or the worker ended)
         self._worker: asyncio.Task[None] | None = None
         self._in_flight: list[_Pending] = []
+        self._in_flight_since = 0.0  # perf_counter at the start of the batch in flight
         self._failure: BackendUnavailable | None = None
         self._query_batches_in_a_row = 0
         self._admission = QueueAdmission(config.max_queue, config.max_queue_ms / 1000)
@@ -313,7 +314,8 @@ class MicroBatcher(Generic[P, R]):
         lane = self._lanes[Lane.QUERY]
         lane.drop_gone()
         self._expire(lane)
-        refusal = self._admission.refusal(len(lane), len(self._in_flight))
+        running_s = time.perf_counter() - self._in_flight_since if self._in_flight else 0.0
+        refusal = self._admission.refusal(len(lane), len(self._in_flight), running_s)
         if refusal is not None:
             raise Overloaded(refusal)
 
@@ -446,7 +448,7 @@ class MicroBatcher(Generic[P, R]):
 
     async def _execute(self, lane: Lane, batch: list[_Pending]) -> None:
         started = time.perf_counter()  # loop.time() counts whole ms on uvloop
-        self._in_flight = batch
+        self._in_flight, self._in_flight_since = batch, started
         try:
             batch = await self._tokenized(batch)
             results = await self._results_for(lane, batch) if batch else []

@@ -119,9 +119,9 @@ def hold_one_query(served: Served, pool: ThreadPoolExecutor) -> Future[httpx.Res
 
 @pytest.mark.parametrize("served", [{"max_queue_ms": 100, "retry_after_s": 3}], indirect=True)
 def test_a_query_expected_to_wait_too_long_is_refused_at_once(served: Served) -> None:
-    # One query batch that takes 300 ms: the served rate is at most 3.4 rows/s, so one
-    # row ahead is over 100 ms of expected wait.
-    served.backend.delay_s = 0.3
+    # One query batch that takes a second: the served rate is at most one row a second,
+    # so a running batch of one is expected to hold the next query for up to a second.
+    served.backend.delay_s = 1.0
     assert served.http.post(RECOMMEND, json=QUERY).status_code == 200
     served.backend.delay_s = 0.0
     with ThreadPoolExecutor(1) as pool:
