@@ -25,6 +25,7 @@ UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded car
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
+WATCH_ALIVE_HELP = "1 while this process watches the model repository for new versions"
 
 
 class Metrics:
@@ -149,7 +150,19 @@ class ServiceCollector(Collector):
         try:
             lifecycle = self._service.lifecycle
         except NotReady:
+            yield GaugeMetricFamily("kbrec_repository_watch_alive", WATCH_ALIVE_HELP, 0)
             return
+        # Only the leader watches: alert when no process of a deployment reports 1.
+        yield GaugeMetricFamily(
+            "kbrec_repository_watch_alive", WATCH_ALIVE_HELP, lifecycle.watch_alive
+        )
+        last_check = GaugeMetricFamily(
+            "kbrec_repository_last_check_timestamp_seconds",
+            "Unix time the last check of the model repository completed (the leader's)",
+        )
+        if lifecycle.last_check_at is not None:
+            last_check.add_metric([], lifecycle.last_check_at)
+        yield last_check
         states = GaugeMetricFamily(
             "kbrec_model_version_state",
             "1 for each model version's current state (active, candidate, previous, ...)",

@@ -8,6 +8,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from kbrec.records import MAX_ID_LENGTH
+from kbrec.repository import MAX_VERSION
 from server.http.payloads import DEFAULT_TOP_K, MAX_TOP_K
 
 ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9._-]+$", "maxLength": MAX_ID_LENGTH}
@@ -206,7 +207,12 @@ DOCUMENT: dict[str, Any] = {
         },
         "/v1/models/{version}/activate": {
             "parameters": [
-                {"name": "version", "in": "path", "required": True, "schema": {"type": "integer"}}
+                {
+                    "name": "version",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1, "maximum": MAX_VERSION},
+                }
             ],
             "post": {
                 "summary": "Switch to a version (a kept previous one: at once) or start an "

@@ -16,6 +16,11 @@ switch. Its own lock makes lifecycle changes one at a time. New versions come fr
 a watch on the repository (a version newer than any the store has a record of
 becomes the candidate) or from `activate` (operators). See docs/architecture.md,
 "Model upgrades".
+
+Nothing a version directory holds can stop the service: any exception while
+verifying or loading a version marks that version failed with the reason (only the
+leader records it), start-up moves on to the next choice, and the watch logs what
+went wrong and polls again (`watch_alive`, `last_check_at` for the metrics).
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from kbrec.repository import ModelVersion, list_versions
+from kbrec.repository import ModelVersion, version_entries, warn_foreign
 from server.errors import (
     NotLeader,
     ServiceError,
@@ -50,6 +56,7 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 # A retired version's queued queries get this long to finish before its batcher closes.
 RETIRE_DRAIN_S = 5.0
+LIVE_ROLES = frozenset({VersionRole.ACTIVE, VersionRole.CANDIDATE, VersionRole.PREVIOUS})
 
 
 @dataclass(frozen=True)
@@ -81,12 +88,20 @@ class ModelLifecycle:
         self._lock = asyncio.Lock()  # one lifecycle change at a time
         self._versions: dict[int, VersionStatus] = {}  # the repository, verified once each
         self._watcher: asyncio.Task[None] | None = None
+        self._foreign: set[str] = set()  # directories not named as versions, warned once
+        # Wall-clock time (s) the last repository check completed, None before the first.
+        self.last_check_at: float | None = None
         self._active_backfill: asyncio.Task[None] | None = None
         # Only the leader (elected through the store) changes roles, tells Triton what
         # to hold, backfills and watches the repository; the others follow the records.
         self.leader = False
 
     # --- views -------------------------------------------------------------------
+
+    @property
+    def watch_alive(self) -> bool:
+        """The repository watch runs (the leader's only; it survives failed checks)."""
+        return self._watcher is not None and not self._watcher.done()
 
     @property
     def upgrade(self) -> Standby | None:
@@ -122,13 +137,15 @@ class ModelLifecycle:
         await self.roles.load()
         await self._rescan()
         await self._forget_replaced_versions()
+        await self._fail_invalid_recorded()
         for version in self._active_choices():
             try:
                 await self._loader.backends.hold([version])  # the standby follows once serving
                 model = await self._loader.open(version)
-            except BackendError as exc:
-                log.error("version %d cannot be served: %s", version.number, exc)
-                await self._mark_failed(version, str(exc))
+            except Exception as exc:  # whatever the files do: the next choice
+                reason = failure_reason(exc)
+                log.error("version %d cannot be served: %s", version.number, reason)
+                await self._mark_failed(version, reason)
                 continue
             await self.roles.change(version.number, VersionRole.ACTIVE, version.model_sha256)
             for number in self.roles.with_role(VersionRole.ACTIVE):  # one active record
@@ -331,7 +348,10 @@ class ModelLifecycle:
     async def check_repository(self) -> None:
         """Verify version directories not seen before (each once), and take the newest
         version the store has no record of as the next candidate."""
-        numbers = await asyncio.to_thread(list_versions, self._repository)
+        entries = await asyncio.to_thread(version_entries, self._repository)
+        warn_foreign(self._repository, [n for n in entries.foreign if n not in self._foreign])
+        self._foreign = set(entries.foreign)
+        numbers = entries.numbers
         for gone in self._versions.keys() - set(numbers):
             del self._versions[gone]
         for number in numbers:
@@ -360,12 +380,19 @@ class ModelLifecycle:
     # --- internals ---------------------------------------------------------------
 
     async def _watch(self) -> None:
+        """Poll the repository until cancelled; a failed check is logged and the next
+        one comes as usual (what a version holds must never stop upgrades)."""
         while True:
             await asyncio.sleep(self._poll_s)
             try:
                 await self.check_repository()
             except (StoreError, BackendError, OSError) as exc:
                 log.warning("checking the model repository failed: %s", exc)
+                continue
+            except Exception:
+                log.exception("checking the model repository failed")
+                continue
+            self.last_check_at = time.time()
 
     async def _load_standby(self, version: ModelVersion, role: VersionRole) -> Standby:
         """Load, smoke-test and index `version` next to the active one, retire the old
@@ -376,14 +403,16 @@ class ModelLifecycle:
             await self._loader.backends.hold([*keep, version])
             model = await self._loader.open(version)
             await model.smoke_check()
-        except BackendError as exc:
+        except Exception as exc:  # whatever the files do: this version fails, not the caller
+            reason = failure_reason(exc)
             if model is not None:
-                await model.close()
-            with contextlib.suppress(BackendError):
+                with contextlib.suppress(Exception):
+                    await model.close()
+            with contextlib.suppress(Exception):
                 await self._loader.backends.hold(keep)
-            log.error("model version %d rejected: %s", version.number, exc)
-            await self._mark_failed(version, str(exc))
-            raise VersionRejected(version.number, str(exc)) from exc
+            log.error("model version %d rejected: %s", version.number, reason)
+            await self._mark_failed(version, reason)
+            raise VersionRejected(version.number, reason) from exc
         if self.live.standby is not None:
             await self._retire(self.live.standby)
         # Live here before it is recorded: a write that commits after the record (which
@@ -467,6 +496,18 @@ class ModelLifecycle:
                 await self._store.delete_embeddings(record.version)
                 self.roles.forget(record.version)
 
+    async def _fail_invalid_recorded(self) -> None:
+        """A recorded live version whose files no longer verify is failed with the reason
+        (one whose directory is gone is retired as before: nothing is wrong with it)."""
+        for record in self.roles.records():
+            status = self._versions.get(record.version)
+            if record.role in LIVE_ROLES and status is not None and status.version is None:
+                reason = status.error or "invalid"
+                log.error(
+                    "recorded %s version %d is invalid: %s", record.role, record.version, reason
+                )
+                await self.roles.change(record.version, VersionRole.FAILED, error=reason)
+
     def _active_choices(self) -> list[ModelVersion]:
         """Recorded active, then recorded previous, then newest valid never-failed first."""
         newest_recorded = [
@@ -490,6 +531,7 @@ class ModelLifecycle:
     async def _rescan(self) -> None:
         scan = await asyncio.to_thread(scan_repository, self._repository)
         self._versions = {status.number: status for status in scan.statuses}
+        self._foreign = set(scan.foreign)  # warned by the scan
 
     async def _verified(self, number: int) -> ModelVersion:
         """Verify (again) a version directory; a failure is recorded."""
@@ -504,4 +546,14 @@ class ModelLifecycle:
         return status.version
 
     async def _mark_failed(self, version: ModelVersion, reason: str) -> None:
+        if not self.leader:  # a follower's failure is its own; the leader decides roles
+            return
         await self.roles.change(version.number, VersionRole.FAILED, version.model_sha256, reason)
+
+
+def failure_reason(exc: BaseException) -> str:
+    """A load failure's reason as recorded: our errors say it all; anything else also
+    needs its type (a bare KeyError message is just the key)."""
+    if isinstance(exc, BackendError | ServiceError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"

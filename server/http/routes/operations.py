@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from kbrec.repository import MAX_VERSION, parse_version
 from server.errors import InvalidRequest, NotReady
 from server.http.errors import error_response
 from server.http.metrics import Metrics
@@ -92,13 +93,17 @@ async def activate_model(request: Request) -> JSONResponse:
     """Switch to a version: 200 when done (rollback to a kept version: instant), 202 when
     its articles are being re-embedded first (progress under "upgrade" in /v1/models)."""
     raw = request.path_params["version"]
-    if not raw.isdigit() or int(raw) <= 0:
-        raise InvalidRequest(f"model version must be a positive integer, got {raw!r}")
+    number = parse_version(raw)
+    if number is None:  # the repository's rule: ASCII digits, no leading zero, bounded
+        shown = raw if len(raw) <= 40 else raw[:39] + "…"
+        raise InvalidRequest(
+            f"model version must be an integer from 1 to {MAX_VERSION}, got {shown!r}"
+        )
     service = service_of(request)
     if not service.ready:
         raise NotReady(f"not ready: {service.state}")
     started = time.perf_counter()
-    activation = await service.lifecycle.activate(int(raw))
+    activation = await service.lifecycle.activate(number)
     body: dict[str, Any] = {"active_version": activation.active, "switched": activation.switched}
     if activation.pending is not None:
         body["upgrade"] = upgrade_json(activation.pending)

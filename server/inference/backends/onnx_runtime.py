@@ -11,6 +11,10 @@ Measured on 2 cores (BENCHMARKS.md, "Live model upgrade"): a 32-token query take
 1.1–1.4x its time alone next to a one-thread session embedding 256-token
 articles without pause; taking turns instead, a query arriving during a step
 waits up to a whole article (56–61 ms), and an upgrade's p99 was 4.5x steady.
+
+Both sessions are built from model bytes read and hashed in one go
+(`ModelVersion.read_model`), never from the path: a model.onnx replaced after
+verification is refused (the background session fails with the reason), not run.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from kbrec.repository import ModelVersion
+from kbrec.repository import ModelVersion, RepositoryError
 from server.inference.backends.base import (
     BackendError,
     BackendLoadError,
@@ -43,7 +47,8 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def load_session(model_path: str, intra_op_threads: int) -> ort.InferenceSession:
+def load_session(model: str | bytes, intra_op_threads: int) -> ort.InferenceSession:
+    """A CPU session of `model` (the serialized ONNX model, or a path to one)."""
     options = ort.SessionOptions()
     # 0: one thread per usable core. ONNX Runtime's own default counts the machine's
     # cores, so a server pinned to one core got two threads taking turns on it
@@ -55,7 +60,12 @@ def load_session(model_path: str, intra_op_threads: int) -> ort.InferenceSession
     # Idle intra-op threads would spin and take CPU from HTTP work and tokenization on
     # the same cores (measured: 5–21 % less server CPU per request, BENCHMARKS.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model_path, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def load_verified_session(version: ModelVersion, intra_op_threads: int) -> ort.InferenceSession:
+    """A session of the very bytes that match the version's recorded sha256."""
+    return load_session(version.read_model(), intra_op_threads)
 
 
 class OnnxRuntimeBackend(VersionBackend):
@@ -85,15 +95,17 @@ class OnnxRuntimeBackend(VersionBackend):
     ) -> OnnxRuntimeBackend:
         """Load the session off the event loop and check it with a probe batch."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-v{version.number}")
-        model_path = str(version.path / "model.onnx")
         loop = asyncio.get_running_loop()
         try:
             session = await loop.run_in_executor(
-                executor, load_session, model_path, intra_op_threads
+                executor, load_verified_session, version, intra_op_threads
             )
+        except RepositoryError as exc:
+            executor.shutdown(wait=False)
+            raise BackendLoadError(f"version {version.number}: {exc}") from exc
         except Exception as exc:  # ORT raises its own pybind exception types
             executor.shutdown(wait=False)
-            raise BackendLoadError(f"version {version.number}: {model_path}: {exc}") from exc
+            raise BackendLoadError(f"version {version.number}: model.onnx: {exc}") from exc
         backend = cls(version, session, executor, background_threads)
         try:
             backend._check_signature()
@@ -156,10 +168,11 @@ class OnnxRuntimeBackend(VersionBackend):
 
     def _run_background(self, token_ids: np.ndarray) -> np.ndarray:
         if self._background is None:
-            model_path = str(self._version.path / "model.onnx")
+            # Read and hashed again rather than kept: the bytes would cost a model's
+            # size per live version for as long as it lives.
             try:
-                self._background = load_session(model_path, self._background_threads)
-            except Exception as exc:  # ORT raises its own pybind exception types
+                self._background = load_verified_session(self._version, self._background_threads)
+            except Exception as exc:  # RepositoryError, or ORT's own pybind exception types
                 raise BackendError(f"background session: {exc}") from exc
             log.info(
                 "version %d: background session, %d thread(s)",
