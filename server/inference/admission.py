@@ -2,20 +2,24 @@
 
 A row cap says nothing about time: 256 queued rows are a few milliseconds of work
 for a tiny encoder and seconds for MiniLM on two cores. So the batcher asks, for
-each new query, how long until its batch is taken: what is left of the batch
-running now (its rows over the served rate, less the time it has run) plus the
-queued rows over the served rate. A query whose expected wait exceeds
-`max_queue_ms` is refused at once (503): a fast refusal a client can retry
-elsewhere, instead of an answer that comes after it gave up. Counting what is left
-of the running batch, not all of it, lets the queue fill up again as a batch runs,
-so batches under overload stay as large as max_queue_ms of work.
+each new query, how long until its batch is taken: the rows ahead of it (queued,
+and in the batch running now) over the rate at which query rows are served. A query
+whose expected wait exceeds `max_queue_ms` is refused at once (503): a fast refusal
+a client can retry elsewhere, instead of an answer that comes after it gave up.
+Counting the whole running batch keeps an admitted query's time to its answer near
+max_queue_ms (its wait, then a batch of at most that much work) rather than twice
+that; under overload batches hold about half of max_queue_ms of work.
 
-The rate is query rows per second of batch time (tokenizing, the backend call and
-ranking), exponentially weighted over batches (`ALPHA`): the sums of rows and of
-seconds are weighted, so it is the rate of recent batches as a whole, in which full
-batches (those that matter under load) count the most. At low load batches are small
-and cost more per row, so a sudden burst is estimated pessimistically until a few
-full batches have been seen. Before any batch was measured only the row cap holds.
+The rate is how fast the queue drains, in wall time: for a batch taken while
+queries were still waiting after the previous one (a backlog), rows over the time
+from the previous query batch's end to this one's, so whatever else the process
+and the machine do between batches (HTTP, article batches, other processes) counts;
+without a backlog, rows over the batch's own time (tokenizing, the backend call and
+ranking). It is exponentially weighted over batches (`ALPHA`): the sums of rows and
+of seconds are weighted, so full batches, those that matter under load, count the
+most. At low load batches are small and cost more per row, so a sudden burst is
+estimated pessimistically until a few full batches have been seen. Before any batch
+was measured only the row cap holds.
 
 Each admitted query also carries a deadline, `DEADLINE_FACTOR` × max_queue_ms after
 its arrival: the estimate can be wrong (the machine slows down, an article batch runs
@@ -61,7 +65,7 @@ class QueueAdmission:
         return self._rows / self._seconds if self._seconds > 0 else None
 
     def observe(self, rows: int, seconds: float) -> None:
-        """A query batch of `rows` took `seconds`."""
+        """`rows` queries left the queue in a batch that took `seconds` to serve them."""
         if rows < 1 or not 0 < seconds < math.inf:
             return
         keep = 1 - self.ALPHA
@@ -73,18 +77,15 @@ class QueueAdmission:
         rate = self.rows_per_s
         return None if rate is None else ahead / rate
 
-    def refusal(self, queued: int, in_flight: int = 0, running_s: float = 0.0) -> str | None:
-        """Why a new query is refused, or None to admit it. `queued` rows wait, and the
-        batch running now has `in_flight` rows and has run for `running_s`."""
+    def refusal(self, queued: int, in_flight: int = 0) -> str | None:
+        """Why a new query is refused, or None to admit it. `queued` rows wait and
+        `in_flight` rows are in the batch running now: all of them go first."""
         if queued >= self.max_queue:
             return f"query queue is full ({self.max_queue} waiting)"
         if self.max_queue_s <= 0:
             return None
-        queue_s, batch_s = self.expected_wait_s(queued), self.expected_wait_s(in_flight)
-        if queue_s is None or batch_s is None:
-            return None
-        wait = queue_s + max(batch_s - running_s, 0.0)
-        if wait > self.max_queue_s:
+        wait = self.expected_wait_s(queued + in_flight)
+        if wait is not None and wait > self.max_queue_s:
             return (
                 f"expected wait {wait * 1000:.0f} ms is over the "
                 f"{self.max_queue_s * 1000:.0f} ms limit ({queued} queued)"

@@ -251,7 +251,8 @@ class MicroBatcher(Generic[P, R]):
         self._room_freed = asyncio.Event()  # something left a queue (or the worker ended)
         self._worker: asyncio.Task[None] | None = None
         self._in_flight: list[_Pending] = []
-        self._in_flight_since = 0.0  # perf_counter at the start of the batch in flight
+        # perf_counter at the end of the last query batch if queries still waited then
+        self._query_backlog_since: float | None = None
         self._failure: BackendUnavailable | None = None
         self._query_batches_in_a_row = 0
         self._admission = QueueAdmission(config.max_queue, config.max_queue_ms / 1000)
@@ -314,8 +315,7 @@ class MicroBatcher(Generic[P, R]):
         lane = self._lanes[Lane.QUERY]
         lane.drop_gone()
         self._expire(lane)
-        running_s = time.perf_counter() - self._in_flight_since if self._in_flight else 0.0
-        refusal = self._admission.refusal(len(lane), len(self._in_flight), running_s)
+        refusal = self._admission.refusal(len(lane), len(self._in_flight))
         if refusal is not None:
             raise Overloaded(refusal)
 
@@ -418,6 +418,7 @@ class MicroBatcher(Generic[P, R]):
                 return Lane.QUERY
             if articles:
                 return Lane.INGEST
+            self._query_backlog_since = None  # idle: no backlog carries over
             self._wakeup.clear()
             await self._wakeup.wait()
 
@@ -448,7 +449,8 @@ class MicroBatcher(Generic[P, R]):
 
     async def _execute(self, lane: Lane, batch: list[_Pending]) -> None:
         started = time.perf_counter()  # loop.time() counts whole ms on uvloop
-        self._in_flight, self._in_flight_since = batch, started
+        self._in_flight = batch
+        taken = len(batch)
         try:
             batch = await self._tokenized(batch)
             results = await self._results_for(lane, batch) if batch else []
@@ -466,9 +468,8 @@ class MicroBatcher(Generic[P, R]):
         seconds = time.perf_counter() - started
         if batch:
             self._policies[lane].observe(len(batch), seconds)
-            if lane is Lane.QUERY:
-                self._admission.observe(len(batch), seconds)
         if lane is Lane.QUERY:
+            self._observe_drain(taken, started, started + seconds)
             self._query_batches_in_a_row += 1
         else:
             self._query_batches_in_a_row = 0
@@ -529,6 +530,16 @@ class MicroBatcher(Generic[P, R]):
         for i, result in zip(live, finished, strict=True):
             results[i] = result
         return results
+
+    def _observe_drain(self, taken: int, started: float, ended: float) -> None:
+        """Tell admission how fast the query queue drained: through a backlog, from the
+        end of the previous query batch (gaps between batches count), else this batch's
+        own time."""
+        since = self._query_backlog_since
+        self._admission.observe(taken, ended - (started if since is None else since))
+        queue = self._lanes[Lane.QUERY]
+        queue.drop_gone()
+        self._query_backlog_since = ended if queue else None
 
     def _on_worker_done(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():

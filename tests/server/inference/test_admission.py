@@ -27,16 +27,6 @@ def test_the_expected_wait_is_the_rows_ahead_over_the_served_rate() -> None:
     assert refusal is not None and "expected wait 503 ms" in refusal and "500 ms" in refusal
 
 
-def test_only_what_is_left_of_the_running_batch_counts() -> None:
-    admission = QueueAdmission(max_queue=1000, max_queue_s=0.5)
-    admission.observe(32, 0.1)  # 320 rows/s: a batch of 32 takes 0.1 s
-    assert admission.refusal(queued=140, in_flight=32, running_s=0.0) is not None  # 0.54 s
-    assert admission.refusal(queued=140, in_flight=32, running_s=0.05) is None  # 0.49 s
-    # A batch running longer than expected adds nothing (it cannot be less than done).
-    assert admission.refusal(queued=160, in_flight=32, running_s=1.0) is None  # 0.5 s
-    assert admission.refusal(queued=161, in_flight=32, running_s=1.0) is not None
-
-
 def test_the_rate_follows_recent_batches() -> None:
     admission = QueueAdmission(max_queue=1000, max_queue_s=0.5)
     admission.observe(32, 0.1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import numpy as np
@@ -589,6 +590,44 @@ def test_a_long_query_text_is_cut_before_it_is_tokenized() -> None:
         ((seen,),) = tokenizer.calls
         assert len(seen) == backend.max_length * QUERY_CHARS_PER_TOKEN
         assert text.startswith(seen)
+        await batcher.close()
+
+    run(test)
+
+
+class SlowFirstObserver:
+    """Blocks the event loop for 50 ms after the first batch, as a busy process would."""
+
+    def __init__(self) -> None:
+        self.batches = 0
+
+    def observe_batch(self, lane: Lane, rows: int, seconds: float) -> None:
+        self.batches += 1
+        if self.batches == 1:
+            time.sleep(0.05)
+
+
+def test_the_served_rate_is_how_fast_a_backlog_drains_gaps_included() -> None:
+    """Through a backlog the time between batches counts (the process was busy
+    elsewhere for 50 ms); an idle worker's wait for the next query does not."""
+
+    async def test() -> None:
+        backend = FakeBackend(1, gate=asyncio.Event())
+        config = BatchingConfig(max_batch_size=1, max_wait_ms=0, max_queue_ms=1000)
+        batcher = MicroBatcher(backend, config, echo_rows, observer=SlowFirstObserver())
+        batcher.start()
+        first = asyncio.create_task(batcher.query([2, 3], 0))
+        await until(lambda: len(backend.calls) == 1)
+        queued = [asyncio.create_task(batcher.query([2, 3], i)) for i in (1, 2)]
+        await until(lambda: batcher.depth(Lane.QUERY) == 2)
+        backend.gate.set()
+        await asyncio.gather(first, *queued)
+        busy_rate = batcher.admission.rows_per_s
+        # About 3 rows in 50 ms (weighted); thousands a second had the gap not counted.
+        assert busy_rate is not None and busy_rate < 100
+        await asyncio.sleep(0.05)  # idle: not a backlog
+        await batcher.query([2, 3], 3)
+        assert (batcher.admission.rows_per_s or 0) > busy_rate
         await batcher.close()
 
     run(test)
