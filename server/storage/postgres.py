@@ -44,6 +44,7 @@ from server.storage.postgres_connection import (
     require_durable_commits,
     store_errors,
 )
+from server.storage.postgres_experiments import PostgresExperimentTables
 from server.storage.postgres_leader import PostgresLeaderLock
 from server.storage.postgres_locks import CHANGES_LOCK
 from server.storage.postgres_notify import CHANNEL, ChangeListener
@@ -161,7 +162,7 @@ class WriteTransaction:
         self.changed = False  # set when a change row was appended: NOTIFY at commit
 
 
-class PostgresArticleStore:
+class PostgresArticleStore(PostgresExperimentTables):
     def __init__(self, url: str, pool: AsyncConnectionPool) -> None:
         self.url = url
         self._where = redacted_url(url)

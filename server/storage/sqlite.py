@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -34,6 +33,8 @@ from server.storage.accounts import (
 )
 from server.storage.file_lock import FileLeaderLock
 from server.storage.migrate import migrate_sqlite
+from server.storage.sqlite_experiments import SqliteExperimentTables
+from server.storage.sqlite_transactions import append_change, transaction
 from server.storage.store import (
     ArticleWrite,
     Change,
@@ -105,37 +106,7 @@ def connect(path: Path) -> sqlite3.Connection:
     return connection
 
 
-@contextmanager
-def transaction(connection: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE … COMMIT, or ROLLBACK if the block raises."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield connection
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-
-
-def append_change(
-    db: sqlite3.Connection,
-    kind: ChangeKind,
-    at: str,
-    account_id: str | None = None,
-    article_id: str | None = None,
-    model_version: int | None = None,
-) -> int:
-    """Add a change row inside the caller's transaction; returns its seq."""
-    cursor = db.execute(
-        "INSERT INTO changes (kind, account_id, article_id, model_version, at)"
-        " VALUES (?, ?, ?, ?, ?)",
-        (kind.value, account_id, article_id, model_version, at),
-    )
-    assert cursor.lastrowid is not None
-    return cursor.lastrowid
-
-
-class SqliteArticleStore:
+class SqliteArticleStore(SqliteExperimentTables):
     def __init__(
         self, path: Path, connection: sqlite3.Connection, executor: ThreadPoolExecutor
     ) -> None:

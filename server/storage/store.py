@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Final, Protocol
 import numpy as np
 
 from kbrec.records import Article
+from server.storage.experiment_tables import ExperimentTables
 
 if TYPE_CHECKING:
     from server.storage.accounts import Account, ApiKey
@@ -81,6 +82,9 @@ class VersionRole(enum.StrEnum):
     ACTIVE = "active"  # serves queries
     CANDIDATE = "candidate"  # loaded, articles being re-embedded; switches in when complete
     PREVIOUS = "previous"  # loaded and kept current: activating it again is a rollback
+    # Loaded next to the active one for an A/B experiment (its treatment), backfilled and
+    # kept current; never switched in by itself (server.experiments).
+    TRIAL = "trial"
     FAILED = "failed"  # failed validation or loading; never activated on its own
     RETIRED = "retired"  # no longer kept; its vectors are deleted
 
@@ -101,6 +105,8 @@ class ChangeKind(enum.StrEnum):
     EMBEDDING = "embedding"  # a vector of (article, model_version) was written
     EMBEDDINGS_DELETED = "embeddings_deleted"  # every vector of model_version is gone
     VERSIONS = "versions"  # version records were saved
+    EXPERIMENTS = "experiments"  # experiment records were saved (started, running, stopped)
+    ACCOUNT_SETTINGS = "account_settings"  # an account's settings (its minimum score) changed
 
 
 @dataclass(frozen=True)
@@ -116,7 +122,12 @@ class Change:
 
 
 # The roles whose versions every article write must carry a vector of.
-LIVE_ROLES: Final = (VersionRole.ACTIVE, VersionRole.CANDIDATE, VersionRole.PREVIOUS)
+LIVE_ROLES: Final = (
+    VersionRole.ACTIVE,
+    VersionRole.CANDIDATE,
+    VersionRole.PREVIOUS,
+    VersionRole.TRIAL,
+)
 
 
 class StaleLiveSet(Exception):
@@ -136,7 +147,7 @@ def missing_live_versions(
     return {version for version, role in recorded if role in live} - set(live_versions)
 
 
-class ArticleStore(Protocol):
+class ArticleStore(ExperimentTables, Protocol):
     async def write_articles(
         self, writes: Sequence[ArticleWrite], live_versions: Collection[int] | None = None
     ) -> list[bool]:
