@@ -331,6 +331,10 @@ class ModelVersion:
         path, so nothing can swap the file between the check and the load."""
         return read_verified(self.path / MODEL_FILE, self.metadata.model_sha256)
 
+    def read_tokenizer(self) -> bytes:
+        """tokenizer.json as verified (as `read_model`)."""
+        return read_verified(self.tokenizer_path, self.metadata.tokenizer_sha256)
+
 
 def publish_version(
     repository: Path,

@@ -27,12 +27,17 @@ def sha256_file(path: Path) -> str:
 class TextTokenizer:
     """A `tokenizer.json` with truncation to the model's max length, no padding."""
 
-    def __init__(self, path: Path, max_length: int) -> None:
+    def __init__(self, path: Path, max_length: int, data: bytes | None = None) -> None:
+        """`data`: the file's bytes, already read (and checked) by the caller; else the
+        file at `path` is read."""
         if max_length < 2:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.path = path
         self.max_length = max_length
-        self._tokenizer = Tokenizer.from_file(str(path))
+        if data is None:
+            self._tokenizer = Tokenizer.from_file(str(path))
+        else:
+            self._tokenizer = Tokenizer.from_str(data.decode("utf-8"))
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_length)
         pad = self._tokenizer.token_to_id("[PAD]")

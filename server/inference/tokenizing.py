@@ -13,6 +13,12 @@ from concurrent.futures import Executor
 
 from kbrec.repository import ModelVersion
 from kbrec.tokenization import TextTokenizer
+from server.inference.backends.base import BackendLoadError
+
+
+def load_tokenizer(version: ModelVersion) -> TextTokenizer:
+    data = version.read_tokenizer()
+    return TextTokenizer(version.tokenizer_path, version.metadata.max_length, data)
 
 
 class VersionTokenizer:
@@ -22,10 +28,13 @@ class VersionTokenizer:
 
     @classmethod
     async def open(cls, version: ModelVersion, executor: Executor) -> VersionTokenizer:
+        """Built from the bytes that matched the version's recorded sha256, as the model
+        is: a tokenizer.json replaced after verification is refused, not loaded."""
         loop = asyncio.get_running_loop()
-        tokenizer = await loop.run_in_executor(
-            executor, TextTokenizer, version.tokenizer_path, version.metadata.max_length
-        )
+        try:
+            tokenizer = await loop.run_in_executor(executor, load_tokenizer, version)
+        except Exception as exc:  # RepositoryError, ValueError, the tokenizers library's own
+            raise BackendLoadError(f"version {version.number} tokenizer: {exc}") from exc
         return cls(tokenizer, executor)
 
     @property
