@@ -8,13 +8,20 @@ import re
 from kbrec.records import Article
 
 LOCALE_PATTERN = re.compile(r"[a-z]{2,8}(-[a-z0-9]{1,8})*")
+# RFC 5646 (4.4.1): 35 characters hold every tag of a language, extlang, script, region
+# and variant; the index keeps a code per distinct locale, so their length is bounded.
+MAX_LOCALE_LENGTH = 35
 
 
 def normalize_locale(value: str) -> str:
     """Lower-case `value` and use "-" as separator; ValueError if it is no locale tag."""
     locale = value.strip().replace("_", "-").lower()
-    if not LOCALE_PATTERN.fullmatch(locale):
-        raise ValueError(f"invalid locale {value!r}: expected a tag like 'en' or 'en-us'")
+    if len(locale) > MAX_LOCALE_LENGTH or not LOCALE_PATTERN.fullmatch(locale):
+        shown = value if len(value) <= 40 else value[:39] + "…"
+        raise ValueError(
+            f"invalid locale {shown!r}: expected a tag like 'en' or 'en-us' "
+            f"(letters, digits and '-', at most {MAX_LOCALE_LENGTH})"
+        )
     return locale
 
 

@@ -9,13 +9,16 @@ ONNX Runtime.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from server.http.auth import ADMIN_TOKEN_VARIABLE, access_middleware, load_auth, warn_if_open
 from server.http.errors import EXCEPTION_HANDLERS
+from server.http.keyring import KeyRing
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.http.routes import ROUTES, route_templates
 from server.inference.backends.base import BackendProvider
@@ -47,6 +50,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        await app.state.keys.close()
         await service.stop()
 
 
@@ -55,7 +59,13 @@ def create_app(
     *,
     backends: BackendProvider | None = None,
     store_opener: StoreOpener | None = None,
+    admin_token: str | None = None,
 ) -> Starlette:
+    """`admin_token` turns authentication on as KBREC_ADMIN_TOKEN would (by default that
+    variable or --admin-token-file; StartupError for an exposed address without one)."""
+    environ = os.environ if admin_token is None else {ADMIN_TOKEN_VARIABLE: admin_token}
+    auth = load_auth(settings, environ)
+    warn_if_open(auth, settings)
     metrics = Metrics()
     service = RecommendationService(
         settings,
@@ -63,12 +73,15 @@ def create_app(
         store_opener or open_store,
         observer=metrics,
         feed_observer=metrics,
+        accounts_provisioned=auth.enabled,
     )
+    keys = KeyRing(lambda: service.store, settings.access.key_cache_s)
     metrics.watch(service)
     app = Starlette(
         routes=ROUTES,
         middleware=[
-            Middleware(MetricsMiddleware, metrics=metrics, route_templates=route_templates(ROUTES))
+            Middleware(MetricsMiddleware, metrics=metrics, route_templates=route_templates(ROUTES)),
+            *access_middleware(settings, auth, keys),
         ],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
@@ -76,4 +89,5 @@ def create_app(
     app.state.settings = settings
     app.state.service = service
     app.state.metrics = metrics
+    app.state.keys = keys
     return app

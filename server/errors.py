@@ -28,11 +28,24 @@ class NoKnownToken(InvalidRequest):
 
 
 class UnknownAccount(ServiceError):
-    """No article of this account is stored."""
+    """No article of this account is stored (or, with authentication, it was never created)."""
 
     def __init__(self, account_id: str) -> None:
         super().__init__(f"unknown account {account_id!r}")
         self.account_id = account_id
+
+
+class Unauthorized(ServiceError):
+    """No valid credentials (a 401 asking for a bearer token); `token_rejected` when a
+    token was sent but is unknown, revoked or malformed."""
+
+    def __init__(self, message: str, token_rejected: bool = False) -> None:
+        super().__init__(message)
+        self.token_rejected = token_rejected
+
+
+class Forbidden(ServiceError):
+    """Valid credentials that may not do this: another account's data, an admin route."""
 
 
 class ArticleNotFound(ServiceError):

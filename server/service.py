@@ -40,13 +40,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kbrec.records import Article
-from server.errors import ArticleNotFound, NotReady, UnknownAccount
+from server.errors import ArticleNotFound, InvalidRequest, NotReady, UnknownAccount
 from server.inference.backends.base import BackendProvider
 from server.inference.batching import BatchObserver
 from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
 from server.inference.ranking import RankRequest, ScoredArticle
 from server.inference.serving_model import ModelLoader
 from server.settings import Settings
+from server.storage.accounts import Account
 from server.storage.store import ArticleStore, StoredArticle, StoreError, utc_now
 from server.versions.feed import PRUNE_EVERY_S, ChangeFeed, FeedObserver
 from server.versions.lifecycle import ModelLifecycle
@@ -70,6 +71,12 @@ class Recommendation:
 
 
 @dataclass(frozen=True)
+class AccountQuotas:
+    max_articles: int
+    max_article_bytes: int  # title and body, UTF-8
+
+
+@dataclass(frozen=True)
 class ImportResult:
     created: int
     updated: int
@@ -83,8 +90,13 @@ class RecommendationService:
         open_store: StoreOpener,
         observer: BatchObserver | None = None,
         feed_observer: FeedObserver | None = None,
+        *,
+        accounts_provisioned: bool = False,
     ) -> None:
         self.settings = settings
+        # With authentication, accounts exist only once created; without, a first write
+        # creates one (see `_admit_articles`).
+        self.accounts_provisioned = accounts_provisioned
         self._backends = backends
         self._open_store = open_store
         self._observer = observer
@@ -305,6 +317,8 @@ class RecommendationService:
         body = json.dumps({"account_id": account, "text": "how do I reset my password"})
         url = f"{self.settings.base_url}/v1/recommendations"
         curl = f"curl -s {url} -H 'content-type: application/json' -d {shlex.quote(body)}"
+        if self.accounts_provisioned:
+            curl += ' -H "authorization: Bearer $KBREC_KEY"'
         return (
             f"kbrec ready on {self.settings.base_url} (model version {model.number}, "
             f"{sum(counts)} articles in {len(counts)} accounts); try: {curl}"
@@ -333,6 +347,8 @@ class RecommendationService:
 
     async def put_article(self, article: Article) -> tuple[StoredArticle, bool]:
         """Store, embed and index one article in every live version; True if created."""
+        self._ready()
+        await self._admit_articles(article.account_id, [article])
         stored = StoredArticle(article, utc_now())
         (created,) = await self._write([stored], bulk=False)
         return stored, created
@@ -343,9 +359,64 @@ class RecommendationService:
         if not latest:
             self._ready()
             return ImportResult(created=0, updated=0)
+        self._ready()
+        await self._admit_articles(latest[0].account_id, latest)
         now = utc_now()
         created = await self._write([StoredArticle(article, now) for article in latest], bulk=True)
         return ImportResult(created=sum(created), updated=len(created) - sum(created))
+
+    # --- accounts and quotas ----------------------------------------------------
+
+    def quotas_of(self, account: Account) -> AccountQuotas:
+        """The account's own quotas, else the server's defaults."""
+        defaults = self.settings.access
+        return AccountQuotas(
+            account.max_articles or defaults.max_account_articles,
+            account.max_article_bytes or defaults.max_article_bytes,
+        )
+
+    async def _admit_articles(
+        self, account_id: str, articles: Sequence[Article], *, replaces_all: bool = False
+    ) -> None:
+        """Refuse a write the account's quotas do not allow (409 or 413, nothing written),
+        or, with provisioned accounts, a write to an account never created (404). Without
+        them a first write creates the account, as before authentication existed.
+
+        `replaces_all`: `articles` become all of the account's (a sync import). Checked
+        before the write: writes to one account racing each other may overshoot the
+        article quota by the articles they add together.
+        """
+        store = self.store
+        account = await store.get_account(account_id)
+        if account is None:
+            if self.accounts_provisioned:
+                raise UnknownAccount(account_id)
+            account = Account(account_id, utc_now())
+            await store.create_accounts([account])
+        quotas = self.quotas_of(account)
+        for article in articles:
+            size = len(article.title.encode("utf-8")) + len(article.body.encode("utf-8"))
+            if size > quotas.max_article_bytes:
+                raise InvalidRequest(
+                    f"article {article.article_id!r} has {size} bytes of title and body, over "
+                    f"account {account_id!r}'s quota of {quotas.max_article_bytes}",
+                    "article_too_large",
+                    413,
+                )
+        ids = {article.article_id for article in articles}
+        after = len(ids)
+        if not replaces_all:
+            stored = await store.count_articles(account_id)
+            after += stored
+            if after > quotas.max_articles:  # the articles replaced do not count twice
+                after -= await store.count_articles(account_id, ids)
+        if after > quotas.max_articles:
+            raise InvalidRequest(
+                f"account {account_id!r} would hold {after} articles, over its quota of "
+                f"{quotas.max_articles}",
+                "article_quota_exceeded",
+                409,
+            )
 
     async def get_article(self, account_id: str, article_id: str) -> StoredArticle:
         stored = await self.store.get_article(account_id, article_id)

@@ -70,6 +70,17 @@ SETTING_HELP: Final[dict[str, str]] = {
     "triton_timeout_s": "deadline of every Triton call, seconds (503 when exceeded)",
     "backfill_share": "most of the backend's time re-embedding for a new version may take (0-1]",
     "backfill_step_tokens": "most padded tokens per re-embedding call (a query waits <= one)",
+    "admin_token_file": (
+        "file holding the admin token, which turns authentication on (or the variable "
+        "KBREC_ADMIN_TOKEN; never a flag: command lines are visible to every user of the host)"
+    ),
+    "allowed_hosts": (
+        "Host header values served, comma-separated ('*.example.com', '*': any); "
+        "default: loopback names on a loopback address, any elsewhere"
+    ),
+    "key_cache_s": "seconds an API key's validity is cached: a revocation applies within this",
+    "max_account_articles": "articles an account may hold, unless its own quota says (409 above)",
+    "max_article_bytes": "title and body bytes of an article, unless its account's quota says",
 }
 
 
@@ -117,6 +128,48 @@ class InferenceSettings:
             raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
 
 
+@dataclass(frozen=True)
+class AccessSettings:
+    """Authentication and the accounts' default quotas (server.http.auth)."""
+
+    admin_token_file: str = ""  # "" and no KBREC_ADMIN_TOKEN: no authentication (loopback only)
+    allowed_hosts: str = ""
+    key_cache_s: float = 5.0
+    max_account_articles: int = 100_000
+    max_article_bytes: int = 256 << 10
+
+    def __post_init__(self) -> None:
+        require_positive(self, "key_cache_s", "max_account_articles", "max_article_bytes")
+        for pattern in self.host_patterns:
+            wildcard = pattern == "*" or pattern.startswith("*.")
+            if "*" in (pattern[1:] if wildcard else pattern):
+                raise ValueError(f"allowed_hosts: {pattern!r} is not a name, '*' or '*.domain'")
+
+    @property
+    def host_patterns(self) -> list[str]:
+        return [host.strip().lower() for host in self.allowed_hosts.split(",") if host.strip()]
+
+
+@dataclass(frozen=True)
+class FeedbackSettings:
+    """The recommendation log, the feedback on it and the precision knob
+    (server.experiments; its room is on this layer, so the section is kept here)."""
+
+    recommendation_log: bool = True
+    log_query_text: bool = False  # privacy: the ticket text is not stored unless asked
+    log_retention_days: float = 30.0
+    log_flush_ms: float = 250.0
+    log_max_queue: int = 10_000
+    min_score: float = -1.0  # scores are cosine similarities: -1 returns everything
+
+    def __post_init__(self) -> None:
+        require_positive(self, "log_flush_ms", "log_max_queue")
+        if self.log_retention_days < 0:
+            raise ValueError(f"log_retention_days must be >= 0, got {self.log_retention_days}")
+        if not -1.0 <= self.min_score <= 1.0:
+            raise ValueError(f"min_score must be in [-1, 1], got {self.min_score}")
+
+
 # A section's knobs are named by its fields, behind this prefix.
 SECTION_PREFIX: Final = {"backfill": "backfill_"}
 
@@ -131,6 +184,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    access: AccessSettings = field(default_factory=AccessSettings)
     backfill: BackfillPacing = field(default_factory=BackfillPacing)
 
     def __post_init__(self) -> None:

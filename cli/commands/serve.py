@@ -30,7 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "and serve the HTTP API (see /openapi.json). New versions published into the "
         "repository are validated, their articles re-embedded in the background, and "
         "switched in without a failed request (rollback: POST /v1/models/N/activate). "
-        "Every flag can also be set as the KBREC_<NAME> environment variable; flags win.",
+        "Every flag can also be set as the KBREC_<NAME> environment variable; flags win. "
+        "Authentication is on when an admin token is set: --admin-token-file, or the "
+        "variable KBREC_ADMIN_TOKEN (no flag: a command line is visible to every user of "
+        "the host); without one kbrec serves only a loopback address.",
     )
     for knob in KNOBS.values():
         flag = "--" + knob.name.replace("_", "-")
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from kbrec.repository import list_versions, model_dir
 
     settings = settings_from_args(args)
+    check_access(settings)
     if not list_versions(settings.repository):
         raise CommandError(
             f"no model version in {model_dir(settings.repository)}: "
@@ -84,6 +88,18 @@ def run(args: argparse.Namespace) -> int:
         if http.workers > 1:
             return serve_workers(settings, listener, verbose=args.verbose)
         return serve_one(settings, listener)
+
+
+def check_access(settings: Settings) -> None:
+    """Before binding: an exposed address without an admin token, or an unusable token,
+    is a one-line error (each worker's app checks again)."""
+    from server.errors import StartupError
+    from server.http.auth import load_auth
+
+    try:
+        load_auth(settings, os.environ)
+    except StartupError as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def serve_one(settings: Settings, listener: socket.socket) -> int:

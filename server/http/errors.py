@@ -1,8 +1,9 @@
 """The one place where exceptions become HTTP responses: {"error": {"code", "message"}}.
 
-Caller mistakes are 400/404/405/409/413/422; overload, not-ready and failing
-dependencies are 503 with Retry-After (the service as a whole is saturated or
-starting, not this client over a quota, hence not 429). Anything else is a bug:
+Caller mistakes are 400/404/405/409/413/415/422; no valid credentials 401, and
+credentials that may not do it 403 (both with WWW-Authenticate); overload,
+not-ready and failing dependencies are 503 with Retry-After (the service as a whole
+is saturated or starting, not this client over a quota, hence not 429). Anything else is a bug:
 a 500 with a generic message, logged with its traceback.
 """
 
@@ -19,10 +20,12 @@ from starlette.responses import JSONResponse, Response
 from kbrec.zendesk import ZendeskExportError
 from server.errors import (
     ArticleNotFound,
+    Forbidden,
     InvalidRequest,
     NotLeader,
     NotReady,
     Overloaded,
+    Unauthorized,
     UnknownAccount,
     VersionNotFound,
     VersionNotServing,
@@ -54,6 +57,21 @@ async def invalid_request(request: Request, exc: Exception) -> Response:
 
 async def invalid_export(request: Request, exc: Exception) -> Response:
     return error_response(422, "invalid_export", str(exc))
+
+
+BEARER_REALM = 'Bearer realm="kbrec"'
+
+
+async def unauthorized(request: Request, exc: Exception) -> Response:
+    """401 with the challenge of RFC 6750 (`invalid_token` when a token was refused)."""
+    assert isinstance(exc, Unauthorized)
+    challenge = f'{BEARER_REALM}, error="invalid_token"' if exc.token_rejected else BEARER_REALM
+    return error_response(401, "unauthorized", str(exc), {"WWW-Authenticate": challenge})
+
+
+async def forbidden(request: Request, exc: Exception) -> Response:
+    challenge = f'{BEARER_REALM}, error="insufficient_scope"'
+    return error_response(403, "forbidden", str(exc), {"WWW-Authenticate": challenge})
 
 
 async def unknown_account(request: Request, exc: Exception) -> Response:
@@ -115,6 +133,8 @@ async def internal_error(request: Request, exc: Exception) -> Response:
 
 EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     InvalidRequest: invalid_request,
+    Unauthorized: unauthorized,
+    Forbidden: forbidden,
     ZendeskExportError: invalid_export,
     UnknownAccount: unknown_account,
     ArticleNotFound: article_not_found,

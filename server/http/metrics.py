@@ -1,7 +1,7 @@
 """Prometheus metrics, in a registry of the app's own (several apps may share a process).
 
 Counters and histograms are updated as things happen; gauges of the service's
-state (queue depths, articles per account and version, readiness) are read from
+state (queue depths, articles and accounts per version, readiness) are read from
 the service at scrape time by a collector, so they cannot drift.
 """
 
@@ -121,14 +121,25 @@ class ServiceCollector(Collector):
         for lane, rows in self._service.queue_depths().items():
             depth.add_metric([lane.value], rows)
         yield depth
+        # Totals per model version: a series per account would grow with the accounts.
+        totals: dict[int, list[int]] = {}
+        for _, version, count in self._service.article_counts():
+            total = totals.setdefault(version, [0, 0])
+            total[0] += count
+            total[1] += 1
         articles = GaugeMetricFamily(
-            "kbrec_articles",
-            "indexed articles per account and model version",
-            labels=["account_id", "model_version"],
+            "kbrec_articles", "indexed articles per model version", labels=["model_version"]
         )
-        for account_id, version, count in self._service.article_counts():
-            articles.add_metric([account_id, str(version)], count)
+        accounts = GaugeMetricFamily(
+            "kbrec_accounts",
+            "accounts with indexed articles per model version",
+            labels=["model_version"],
+        )
+        for version, (count, account_count) in sorted(totals.items()):
+            articles.add_metric([str(version)], count)
+            accounts.add_metric([str(version)], account_count)
         yield articles
+        yield accounts
         yield GaugeMetricFamily(
             "kbrec_ready", "1 when the model is loaded and the index built", self._service.ready
         )

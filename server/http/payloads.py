@@ -39,6 +39,7 @@ class ArticleFields:
 
 async def read_json(request: Request, limit: int) -> object:
     """The request body as JSON, refusing bodies over `limit` bytes before reading them all."""
+    require_json_content(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise body_too_large(limit)
@@ -48,6 +49,19 @@ async def read_json(request: Request, limit: int) -> object:
         if len(body) > limit:
             raise body_too_large(limit)
     return decode_json(bytes(body))
+
+
+def require_json_content(request: Request) -> None:
+    """415 unless the body is declared JSON. A browser may send a cross-site POST without
+    asking first only as text/plain, a form or with no type: none of them gets in."""
+    declared = request.headers.get("content-type", "")
+    media_type = declared.partition(";")[0].strip().lower()
+    if media_type != "application/json" and not media_type.endswith("+json"):
+        raise InvalidRequest(
+            f"Content-Type must be application/json, got {declared or 'none'!r}",
+            "unsupported_media_type",
+            415,
+        )
 
 
 def body_too_large(limit: int) -> InvalidRequest:

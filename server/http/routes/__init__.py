@@ -7,24 +7,34 @@ from typing import Any
 
 from starlette.routing import BaseRoute, Route
 
+from server.http.auth import Access, guarded_route
 from server.http.openapi import openapi_document
+from server.http.routes.accounts import account_keys, create_account, get_account, revoke_key
 from server.http.routes.articles import article, import_articles
 from server.http.routes.operations import activate_model, healthz, metrics, models, readyz
 from server.http.routes.recommendations import recommend
 
-ARTICLE = "/v1/accounts/{account_id}/articles/{article_id}"
+ACCOUNT = "/v1/accounts/{account_id}"
+ARTICLE = f"{ACCOUNT}/articles/{{article_id}}"
 
+# Every route says who may call it (server.http.auth); a test holds each rule.
 ROUTES: list[BaseRoute] = [
-    Route("/v1/recommendations", recommend, methods=["POST"]),
+    # The body names the account: the handler checks it (`require_account`).
+    guarded_route("/v1/recommendations", recommend, ["POST"], Access.CALLER),
     # Before ARTICLE, which would otherwise take "import" for an article id.
-    Route("/v1/accounts/{account_id}/articles/import", import_articles, methods=["POST"]),
-    Route(ARTICLE, article, methods=["GET", "PUT", "DELETE"]),  # HEAD comes with GET
-    Route("/v1/models", models, methods=["GET"]),
-    Route("/v1/models/{version}/activate", activate_model, methods=["POST"]),
-    Route("/healthz", healthz, methods=["GET"]),
-    Route("/readyz", readyz, methods=["GET"]),
-    Route("/metrics", metrics, methods=["GET"]),
-    Route("/openapi.json", openapi_document, methods=["GET"]),
+    guarded_route(f"{ACCOUNT}/articles/import", import_articles, ["POST"], Access.ACCOUNT),
+    # HEAD comes with GET.
+    guarded_route(ARTICLE, article, ["GET", "PUT", "DELETE"], Access.ACCOUNT),
+    guarded_route("/v1/accounts", create_account, ["POST"], Access.ADMIN),
+    guarded_route(ACCOUNT, get_account, ["GET"], Access.ACCOUNT),
+    guarded_route(f"{ACCOUNT}/keys", account_keys, ["GET", "POST"], Access.ADMIN),
+    guarded_route(f"{ACCOUNT}/keys/{{key_id}}", revoke_key, ["DELETE"], Access.ADMIN),
+    guarded_route("/v1/models", models, ["GET"], Access.ADMIN),
+    guarded_route("/v1/models/{version}/activate", activate_model, ["POST"], Access.ADMIN),
+    guarded_route("/healthz", healthz, ["GET"], Access.OPEN),
+    guarded_route("/readyz", readyz, ["GET"], Access.OPEN),
+    guarded_route("/metrics", metrics, ["GET"], Access.ADMIN),
+    guarded_route("/openapi.json", openapi_document, ["GET"], Access.OPEN),
 ]
 
 

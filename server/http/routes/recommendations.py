@@ -7,6 +7,7 @@ import uuid
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
+from server.http.auth import require_account
 from server.http.disconnect import (
     CLIENT_CLOSED_REQUEST,
     ClientDisconnected,
@@ -24,6 +25,7 @@ async def recommend(request: Request) -> JSONResponse:
     limits = service.settings.http
     body = await read_json(request, limits.max_body_bytes)
     query = parse_recommendation(body, limits.max_query_bytes)
+    require_account(request, query.account_id)
     try:
         # A client that leaves while its query waits takes its query out of the batcher.
         async with cancelled_if_client_leaves(request):
