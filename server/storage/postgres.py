@@ -126,6 +126,17 @@ INSERT INTO changes (kind, account_id, article_id, at)
 SELECT 'article', account_id, article_id, %(at)s FROM gone
 RETURNING seq
 """
+# Every article of the account not in the kept ids, with an `article` change each.
+DELETE_ARTICLES_EXCEPT = """
+WITH gone AS (
+    DELETE FROM articles
+    WHERE account_id = %(account_id)s AND NOT (article_id = ANY(%(keep)s::text[]))
+    RETURNING account_id, article_id
+)
+INSERT INTO changes (kind, account_id, article_id, at)
+SELECT 'article', account_id, article_id, %(at)s FROM gone ORDER BY article_id
+RETURNING article_id
+"""
 APPEND_CHANGE = (
     "INSERT INTO changes (kind, account_id, article_id, model_version, at)"
     " VALUES (%s, %s, %s, %s, %s)"
@@ -260,6 +271,16 @@ class PostgresArticleStore(PostgresExperimentTables):
             )
             tx.changed = await cursor.fetchone() is not None
         return tx.changed
+
+    async def delete_articles_except(self, account_id: str, keep: Collection[str]) -> list[str]:
+        async with self._writing() as tx:
+            cursor = await tx.connection.execute(
+                DELETE_ARTICLES_EXCEPT,
+                {"account_id": account_id, "keep": sorted(set(keep)), "at": tx.at},
+            )
+            gone = sorted(article_id for (article_id,) in await cursor.fetchall())
+            tx.changed = bool(gone)
+        return gone
 
     async def index_rows(self, model_version: int, dim: int) -> list[IndexRow]:
         rows = await self._fetch_all(INDEX_ROWS, vector_filter(model_version, dim), binary=True)

@@ -141,6 +141,9 @@ class SqliteArticleStore(SqliteExperimentTables):
     async def delete_article(self, account_id: str, article_id: str) -> bool:
         return await self._call(self._delete_article, account_id, article_id)
 
+    async def delete_articles_except(self, account_id: str, keep: Collection[str]) -> list[str]:
+        return await self._call(self._delete_articles_except, account_id, frozenset(keep))
+
     async def index_rows(self, model_version: int, dim: int) -> list[IndexRow]:
         return await self._call(self._index_rows, model_version, dim)
 
@@ -290,6 +293,24 @@ class SqliteArticleStore(SqliteExperimentTables):
             if deleted:
                 append_change(db, ChangeKind.ARTICLE, utc_now(), account_id, article_id)
         return deleted
+
+    def _delete_articles_except(self, account_id: str, keep: frozenset[str]) -> list[str]:
+        # The difference is taken here, not in SQL: `keep` may hold more ids than SQLite
+        # takes as parameters. BEGIN IMMEDIATE: no write can come between read and delete.
+        at = utc_now()
+        with transaction(self._connection) as db:
+            ids = db.execute(
+                "SELECT article_id FROM articles WHERE account_id = ? ORDER BY article_id",
+                (account_id,),
+            )
+            gone = [article_id for (article_id,) in ids.fetchall() if article_id not in keep]
+            for article_id in gone:
+                db.execute(
+                    "DELETE FROM articles WHERE account_id = ? AND article_id = ?",
+                    (account_id, article_id),
+                )
+                append_change(db, ChangeKind.ARTICLE, at, account_id, article_id)
+        return gone
 
     def _index_rows(self, model_version: int, dim: int) -> list[IndexRow]:
         rows = self._connection.execute(INDEX_ROWS, (model_version, dim, blob_size(dim)))

@@ -165,6 +165,12 @@ class ArticleStore(ExperimentTables, Protocol):
         """Durably delete the article and its vectors; False if it did not exist."""
         ...
 
+    async def delete_articles_except(self, account_id: str, keep: Collection[str]) -> list[str]:
+        """Durably delete, in one transaction, the account's articles whose ids are not in
+        `keep`, with their vectors (the end of a sync import); returns the deleted ids.
+        Each deletion appends an `article` change, as `delete_article` does."""
+        ...
+
     async def index_rows(self, model_version: int, dim: int) -> list[IndexRow]:
         """Every article with a vector of this version and dimension."""
         ...

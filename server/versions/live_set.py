@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -272,6 +272,16 @@ class LiveVersions:
             for model in self.models():
                 model.index.remove(account_id, article_id)
             return True
+
+    async def delete_articles_except(self, account_id: str, keep: Collection[str]) -> int:
+        """Durably delete the account's articles whose ids are not in `keep`, in one store
+        transaction, and from every live index (a sync import); returns how many."""
+        async with self._commit_lock:
+            gone = await self._store.delete_articles_except(account_id, keep)
+            for model in self.models():
+                for article_id in gone:
+                    model.index.remove(account_id, article_id)
+            return len(gone)
 
     async def commit_vectors(
         self, model: ServingModel, chunk: Sequence[StoredArticle], vectors: np.ndarray
