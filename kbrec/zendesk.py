@@ -16,12 +16,19 @@ class ZendeskExportError(ValueError):
     """The payload is not a usable Zendesk articles export."""
 
 
-def parse_zendesk_export(payload: object, account_id: str) -> list[Article]:
+class ExportTooLarge(ZendeskExportError):
+    """The export lists more articles (drafts included) than the caller accepts."""
+
+
+def parse_zendesk_export(
+    payload: object, account_id: str, max_articles: int | None = None
+) -> list[Article]:
     """Articles of `account_id` from a parsed export, in export order.
 
     Bodies are converted from HTML to text; article ids are the Zendesk ids as
     strings. Drafts (`"draft": true`) are skipped: they are unpublished, so they
-    must not be recommended.
+    must not be recommended. With `max_articles`, a longer 'articles' list is refused
+    (`ExportTooLarge`) before any HTML is converted: the count bounds the work.
     """
     if not is_valid_id(account_id):
         raise ZendeskExportError(
@@ -32,6 +39,11 @@ def parse_zendesk_export(payload: object, account_id: str) -> list[Article]:
     items = payload.get("articles")
     if not isinstance(items, list):
         raise ZendeskExportError("the export has no 'articles' list")
+    if max_articles is not None and len(items) > max_articles:
+        raise ExportTooLarge(
+            f"the export lists {len(items)} articles, more than the {max_articles} "
+            "an import may have"
+        )
 
     articles: list[Article] = []
     first_index: dict[str, int] = {}

@@ -18,6 +18,7 @@ from starlette.middleware import Middleware
 
 from server.http.auth import ADMIN_TOKEN_VARIABLE, access_middleware, load_auth, warn_if_open
 from server.http.errors import EXCEPTION_HANDLERS
+from server.http.imports import ImportGate
 from server.http.keyring import KeyRing
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.http.routes import ROUTES, route_templates
@@ -50,6 +51,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        app.state.imports.close()
         await app.state.keys.close()
         await service.stop()
 
@@ -90,4 +92,5 @@ def create_app(
     app.state.service = service
     app.state.metrics = metrics
     app.state.keys = keys
+    app.state.imports = ImportGate(settings.imports)
     return app

@@ -57,6 +57,11 @@ class Overloaded(ServiceError):
     """A bounded queue is full: try again later (admission is never a wait)."""
 
 
+class ImportInterrupted(ServiceError):
+    """An import failed after some of its chunks were committed: those stay (the message
+    says how many); re-sending the export finishes it (a 503: the cause was transient)."""
+
+
 class NotReady(ServiceError):
     """The model is not loaded or the indexes are not built yet (or the service stopped)."""
 

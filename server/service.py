@@ -40,8 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kbrec.records import Article
-from server.errors import ArticleNotFound, InvalidRequest, NotReady, UnknownAccount
-from server.inference.backends.base import BackendProvider
+from server.errors import (
+    ArticleNotFound,
+    ImportInterrupted,
+    InvalidRequest,
+    NotReady,
+    ServiceError,
+    UnknownAccount,
+)
+from server.inference.backends.base import BackendError, BackendProvider
 from server.inference.batching import BatchObserver
 from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
 from server.inference.ranking import RankRequest, ScoredArticle
@@ -80,6 +87,7 @@ class AccountQuotas:
 class ImportResult:
     created: int
     updated: int
+    deleted: int = 0  # a sync import's articles that the export no longer has
 
 
 class RecommendationService:
@@ -353,17 +361,46 @@ class RecommendationService:
         (created,) = await self._write([stored], bulk=False)
         return stored, created
 
-    async def import_articles(self, articles: Sequence[Article]) -> ImportResult:
-        """Store, embed and index many articles in one transaction (the last of an id wins)."""
+    async def import_articles(
+        self, articles: Sequence[Article], sync_account: str | None = None
+    ) -> ImportResult:
+        """Store, embed and index many articles (the last of an id wins), committed in
+        chunks of `import_chunk_articles` in their order: one import never holds the
+        commit lock, the tokenizer or the ingest lane for long.
+
+        With `sync_account`, then delete that account's articles not among `articles`
+        (absent from the export, or drafts in it), in one transaction after the last
+        chunk: the answer comes once they are gone, and an import that fails earlier
+        deletes nothing. A failure after some chunks leaves those committed:
+        `ImportInterrupted` (or an `InvalidRequest` of the same code) says how many.
+        """
         latest = list({article.article_id: article for article in articles}.values())
-        if not latest:
-            self._ready()
-            return ImportResult(created=0, updated=0)
         self._ready()
-        await self._admit_articles(latest[0].account_id, latest)
+        account_id = sync_account or next((a.account_id for a in latest), None)
+        if account_id is not None:
+            await self._admit_articles(account_id, latest, replaces_all=sync_account is not None)
+        chunk_size = self.settings.imports.import_chunk_articles
         now = utc_now()
-        created = await self._write([StoredArticle(article, now) for article in latest], bulk=True)
-        return ImportResult(created=sum(created), updated=len(created) - sum(created))
+        created = committed = 0
+        for start in range(0, len(latest), chunk_size):
+            chunk = [StoredArticle(article, now) for article in latest[start : start + chunk_size]]
+            try:
+                flags = await self._write(chunk, bulk=True)
+            except (ServiceError, StoreError, BackendError) as exc:
+                if committed == 0:
+                    raise  # nothing written: the cause as it is
+                raise interrupted(exc, committed, len(latest), "") from exc
+            created += sum(flags)
+            committed += len(chunk)
+        deleted = 0
+        if sync_account is not None:
+            keep = {article.article_id for article in latest}
+            try:
+                deleted = await self._ready().live.delete_articles_except(sync_account, keep)
+            except (ServiceError, StoreError, BackendError) as exc:
+                reason = "; the articles it lacks were not deleted"
+                raise interrupted(exc, committed, len(latest), reason) from exc
+        return ImportResult(created=created, updated=committed - created, deleted=deleted)
 
     # --- accounts and quotas ----------------------------------------------------
 
@@ -450,3 +487,12 @@ class RecommendationService:
         if self._state is not State.READY:
             raise NotReady(f"the service is not ready ({self._state})")
         return self._running()
+
+
+def interrupted(exc: Exception, committed: int, total: int, reason: str) -> ServiceError:
+    """An import's failure after it committed something: the cause and how many articles
+    stay committed. A caller's mistake keeps its code; anything else is transient."""
+    done = f"{committed} of {total} articles committed{reason}"
+    if isinstance(exc, InvalidRequest):
+        return InvalidRequest(f"import stopped, {done}: {exc}", exc.code, exc.status)
+    return ImportInterrupted(f"import interrupted, {done}: {exc}; re-send the export to finish")

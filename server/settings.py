@@ -38,6 +38,9 @@ SETTING_HELP: Final[dict[str, str]] = {
     "max_body_bytes": "largest request body (413 above)",
     "max_query_bytes": "largest recommendation text in UTF-8 bytes (413 above)",
     "max_import_bytes": "largest Zendesk import body (413 above)",
+    "max_import_articles": "most articles (drafts included) in one Zendesk import (413 above)",
+    "max_concurrent_imports": "imports running at once in a process (503 for one more)",
+    "import_chunk_articles": "articles per transaction of an import (embedded, then committed)",
     "retry_after_s": "Retry-After seconds sent with 429/503",
     "access_log": "log every request (uvicorn access log)",
     "limit_concurrency": (
@@ -170,6 +173,18 @@ class FeedbackSettings:
             raise ValueError(f"min_score must be in [-1, 1], got {self.min_score}")
 
 
+@dataclass(frozen=True)
+class ImportSettings:
+    max_import_articles: int = 10_000
+    max_concurrent_imports: int = 1
+    import_chunk_articles: int = 256
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "max_import_articles", "max_concurrent_imports", "import_chunk_articles"
+        )
+
+
 # A section's knobs are named by its fields, behind this prefix.
 SECTION_PREFIX: Final = {"backfill": "backfill_"}
 
@@ -184,6 +199,7 @@ class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     inference: InferenceSettings = field(default_factory=InferenceSettings)
+    imports: ImportSettings = field(default_factory=ImportSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
     backfill: BackfillPacing = field(default_factory=BackfillPacing)
 

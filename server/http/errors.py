@@ -21,6 +21,7 @@ from kbrec.zendesk import ZendeskExportError
 from server.errors import (
     ArticleNotFound,
     Forbidden,
+    ImportInterrupted,
     InvalidRequest,
     NotLeader,
     NotReady,
@@ -98,6 +99,10 @@ async def overloaded(request: Request, exc: Exception) -> Response:
     return retry_later(request, "overloaded", str(exc))
 
 
+async def import_interrupted(request: Request, exc: Exception) -> Response:
+    return retry_later(request, "import_interrupted", str(exc))
+
+
 async def not_ready(request: Request, exc: Exception) -> Response:
     return retry_later(request, "not_ready", str(exc))
 
@@ -142,6 +147,7 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     VersionRejected: version_rejected,
     VersionNotServing: version_not_serving,
     Overloaded: overloaded,
+    ImportInterrupted: import_interrupted,
     NotReady: not_ready,
     NotLeader: not_leader,
     BackendError: backend_failed,

@@ -179,7 +179,25 @@ DOCUMENT: dict[str, Any] = {
         "/v1/accounts/{account_id}/articles/import": {
             "parameters": path_ids("account_id"),
             "post": {
-                "summary": "Import a Zendesk Help Center export (one transaction)",
+                "summary": "Import a Zendesk Help Center export, committed in chunks",
+                "description": "Articles are committed in chunks of --import-chunk-articles, "
+                "in export order. A 200 means all of them are. An import that fails midway "
+                "keeps the chunks committed before (503 import_interrupted says how many) "
+                "and deletes nothing; re-sending the export is safe. mode=sync then deletes "
+                "the account's articles that the export lacks or lists as drafts, in one "
+                "transaction (also articles written meanwhile by others). At most "
+                "--max-import-articles per export; one import more than "
+                "--max-concurrent-imports at a time gets a 503 at once.",
+                "parameters": [
+                    {
+                        "name": "mode",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "string", "enum": ["upsert", "sync"]},
+                        "description": "upsert (default): write the export's articles; "
+                        "sync: also delete the account's articles it lacks",
+                    }
+                ],
                 "requestBody": {"required": True, **json_body(ref("ZendeskExport"))},
                 "responses": {
                     "200": json_body(
@@ -187,9 +205,11 @@ DOCUMENT: dict[str, Any] = {
                             "type": "object",
                             "properties": {
                                 "account_id": {"type": "string"},
+                                "mode": {"type": "string", "enum": ["upsert", "sync"]},
                                 "imported": {"type": "integer"},
                                 "created": {"type": "integer"},
                                 "updated": {"type": "integer"},
+                                "deleted": {"type": "integer"},
                             },
                         },
                         "imported",

@@ -39,6 +39,11 @@ class ArticleFields:
 
 async def read_json(request: Request, limit: int) -> object:
     """The request body as JSON, refusing bodies over `limit` bytes before reading them all."""
+    return decode_json(await read_body(request, limit))
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body's bytes, refusing bodies over `limit` bytes before reading them all."""
     require_json_content(request)
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -48,7 +53,7 @@ async def read_json(request: Request, limit: int) -> object:
         body += chunk
         if len(body) > limit:
             raise body_too_large(limit)
-    return decode_json(bytes(body))
+    return bytes(body)
 
 
 def require_json_content(request: Request) -> None:

@@ -154,9 +154,11 @@ def test_zendesk_import(http: httpx.Client) -> None:
     assert response.status_code == 200, response.text
     assert response.json() == {
         "account_id": "zendesk-co",
+        "mode": "upsert",
         "imported": 10,
         "created": 10,
         "updated": 0,
+        "deleted": 0,
     }
     for i, title in enumerate(TOPICS):
         assert top_ids(recommend(http, "zendesk-co", title))[0] == str(1000 + i)

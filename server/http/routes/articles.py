@@ -5,10 +5,10 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from kbrec.locales import with_normalized_locale
 from kbrec.records import Article
-from kbrec.zendesk import ZendeskExportError, parse_zendesk_export
-from server.http.payloads import checked_id, parse_article, read_json
+from server.errors import InvalidRequest, NotReady
+from server.http.imports import ImportGate
+from server.http.payloads import checked_id, parse_article, read_body, read_json
 from server.service import RecommendationService
 from server.storage.store import StoredArticle
 
@@ -57,30 +57,45 @@ async def delete_article(request: Request) -> Response:
     return Response(status_code=204)
 
 
+IMPORT_MODES = ("upsert", "sync")
+
+
 async def import_articles(request: Request) -> JSONResponse:
-    """A Zendesk Help Center export: every published article, stored in one transaction."""
+    """A Zendesk Help Center export: its published articles, committed in chunks.
+
+    `?mode=upsert` (the default) writes them; `?mode=sync` then also deletes the
+    account's articles the export lacks or lists as drafts. A 200 means all of it is
+    committed; an import that fails midway keeps the chunks committed before (503
+    `import_interrupted` says how many) and deletes nothing: re-send the export.
+    """
     service = service_of(request)
+    imports: ImportGate = request.app.state.imports
     account_id = checked_id(request.path_params["account_id"], "account id")
-    payload = await read_json(request, service.settings.http.max_import_bytes)
-    articles = [
-        imported_with_normalized_locale(a) for a in parse_zendesk_export(payload, account_id)
-    ]
-    result = await service.import_articles(articles)
+    mode = import_mode(request)
+    with imports.slot():  # before the body is read: a refusal costs nothing
+        if not service.ready:
+            raise NotReady(f"the service is not ready ({service.state})")
+        body = await read_body(request, service.settings.http.max_import_bytes)
+        articles = await imports.parse(body, account_id)
+        sync_account = account_id if mode == "sync" else None
+        result = await service.import_articles(articles, sync_account=sync_account)
     return JSONResponse(
         {
             "account_id": account_id,
+            "mode": mode,
             "imported": len(articles),
             "created": result.created,
             "updated": result.updated,
+            "deleted": result.deleted,
         }
     )
 
 
-def imported_with_normalized_locale(article: Article) -> Article:
-    try:
-        return with_normalized_locale(article)
-    except ValueError as exc:
-        raise ZendeskExportError(f"article {article.article_id}: {exc}") from exc
+def import_mode(request: Request) -> str:
+    mode = request.query_params.get("mode", "upsert")
+    if mode not in IMPORT_MODES:
+        raise InvalidRequest(f"'mode' must be one of {', '.join(IMPORT_MODES)}, got {mode!r}")
+    return mode
 
 
 async def article(request: Request) -> Response:
