@@ -12,6 +12,10 @@ REPOSITORY := model_repository
 PRETRAINED := artifacts/pretrained
 FINETUNED := artifacts/encoder
 DB := data/kbrec.sqlite
+# `make run` serves with authentication: the admin token and a key of the example account.
+ADMIN_TOKEN := data/admin-token
+DEV_KEY := data/dev-key
+DEV_ACCOUNT := writer
 # The local CPU Triton (nvidia-pytriton's tritonserver) pins numpy<2, so it gets its own
 # virtualenv; its python-backend stub embeds this venv's python3 to run ONNX Runtime.
 # Its onnxruntime is the main venv's release: its numpy-2 build also runs on numpy 1.26,
@@ -72,7 +76,18 @@ train: corpus
 	$(KBREC) train --corpus $(CORPUS) --out $(FINETUNED)
 	$(KBREC) convert --saved-model $(FINETUNED) --repository $(REPOSITORY)
 
+# A random admin token, readable by its owner only; kept across runs.
+$(ADMIN_TOKEN):
+	@mkdir -p $(@D)
+	@umask 077 && $(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(32))' > $@.tmp
+	@mv $@.tmp $@
+
 # The store keeps unchanged articles (and their vectors): a second run is ready in seconds.
-run: model
+# Each run issues a fresh key of $(DEV_ACCOUNT) into $(DEV_KEY) for the README's examples.
+run: model $(ADMIN_TOKEN)
 	$(KBREC) store import --corpus $(CORPUS) --db $(DB)
-	$(KBREC) serve --repository $(REPOSITORY) --db $(DB)
+	@umask 077 && $(KBREC) keys create --account $(DEV_ACCOUNT) --label "make run" --quiet \
+		--db $(DB) > $(DEV_KEY)
+	@echo "API key of account $(DEV_ACCOUNT): $$(cat $(DEV_KEY))  (export KBREC_KEY=\$$(cat $(DEV_KEY)))"
+	@echo "admin token: $(ADMIN_TOKEN) (Authorization: Bearer \$$(cat $(ADMIN_TOKEN)))"
+	$(KBREC) serve --repository $(REPOSITORY) --db $(DB) --admin-token-file $(ADMIN_TOKEN)

@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "evaluate",
     "convert",
     "store",
+    "accounts",
+    "keys",
     "serve",
     "triton",
     "loadtest",

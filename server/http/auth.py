@@ -150,8 +150,8 @@ def read_token_file(path: Path) -> str:
         token = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise StartupError(f"cannot read the admin token file {path}: {exc}") from exc
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        log.warning("the admin token file %s is readable by others: chmod 600 it", path)
+    if mode & stat.S_IRWXO:  # its group may read it (a Kubernetes Secret's fsGroup)
+        log.warning("the admin token file %s is readable by anyone: chmod 600 it", path)
     return token
 
 

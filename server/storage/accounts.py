@@ -24,6 +24,7 @@ from server.storage.store import ArticleStore, utc_now
 
 KEY_PATTERN: Final = re.compile(r"kb_([0-9a-f]{16})\.[A-Za-z0-9_-]{43}")
 MAX_LABEL_LENGTH: Final = 100
+MAX_QUOTA: Final = 1 << 31  # larger quotas are a typo, not a plan
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,8 @@ SCHEMA_VERSIONS = ("1.30", "1.37")
 
 # The Secret with kbrec's database URL; managed-postgres expects it to exist already.
 DB_SECRET = "kbrec-db"
+# The Secret with kbrec's admin token (a file: KBREC_ADMIN_TOKEN_FILE); the same.
+ADMIN_SECRET = "kbrec-admin"
 # Knobs being added to `kbrec serve` by other work; a kbrec without them ignores them.
 PENDING_KNOBS = {"workers"}
 # Which probe checks which path, per container.
@@ -335,7 +337,25 @@ def check_secrets(docs: list[Doc], external: Collection[str]) -> list[str]:
         out.append("kbrec: KBREC_DB does not come from a Secret (secretKeyRef)")
     elif ref["name"] != DB_SECRET:
         out.append(f"kbrec: KBREC_DB comes from Secret {ref['name']}, not {DB_SECRET}")
-    return out
+    return out + check_admin_token(docs, external)
+
+
+def check_admin_token(docs: list[Doc], external: Collection[str]) -> list[str]:
+    """kbrec listens on 0.0.0.0, which it refuses without an admin token: a file of a
+    Secret volume, named by KBREC_ADMIN_TOKEN_FILE."""
+    kbrec = workload_container(docs, "Deployment", "kbrec")
+    spec = find(docs, "Deployment", "kbrec")["spec"]["template"]["spec"]
+    path = env_of(kbrec).get("KBREC_ADMIN_TOKEN_FILE", {}).get("value", "")
+    folder, _, key = path.rpartition("/")
+    mount = next((m for m in kbrec.get("volumeMounts", []) if m["mountPath"] == folder), None)
+    volume = mount and next((v for v in spec["volumes"] if v["name"] == mount["name"]), None)
+    secret = (volume or {}).get("secret")
+    if not path or secret is None:
+        return ["kbrec: KBREC_ADMIN_TOKEN_FILE is no file of a Secret volume (no admin token)"]
+    name = secret["secretName"]
+    if name not in external and secret_value(docs, name, key) is None:
+        return [f"kbrec: Secret {name} key {key} (the admin token) is missing"]
+    return []
 
 
 def check_triton(docs: list[Doc]) -> list[str]:
@@ -567,8 +587,8 @@ def rendered(overlay: str, root: Path = KUBERNETES) -> list[Doc]:
 
 
 def secrets_made_elsewhere(overlay: str) -> set[str]:
-    # managed-postgres: the Secret is created by hand (secret.example.yaml)
-    return {DB_SECRET} if overlay == "managed-postgres" else set()
+    # managed-postgres: the Secrets are created by hand (secret.example.yaml, kustomization)
+    return {DB_SECRET, ADMIN_SECRET} if overlay == "managed-postgres" else set()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -593,6 +613,7 @@ def test_overlays_differ_only_in_the_database():
         ("Service", "postgres"),
         ("NetworkPolicy", "postgres"),
         ("Secret", DB_SECRET),
+        ("Secret", ADMIN_SECRET),  # the trial's admin token
     }
     assert managed <= try_it
 
@@ -756,6 +777,16 @@ MUTATIONS: dict[str, tuple[Mutation, str]] = {
     "missing Secret key": (
         lambda d: find(d, "Secret", DB_SECRET)["data"].pop("password"),
         "Secret kbrec-db key password is missing",
+    ),
+    "no admin token": (
+        lambda d: kbrec_container(d)["env"].remove(
+            next(e for e in kbrec_container(d)["env"] if e["name"] == "KBREC_ADMIN_TOKEN_FILE")
+        ),
+        "KBREC_ADMIN_TOKEN_FILE is no file of a Secret volume",
+    ),
+    "admin token missing from its Secret": (
+        lambda d: find(d, "Secret", ADMIN_SECRET)["data"].pop("token"),
+        "Secret kbrec-admin key token (the admin token) is missing",
     ),
 }
 

@@ -107,6 +107,8 @@ class Container:
             "KBREC_REPOSITORY": str(repository),
             "KBREC_DB": str(db),
             "KBREC_PORT": str(self.port),
+            # The entry point serves 0.0.0.0, which kbrec refuses without an admin token.
+            "KBREC_ADMIN_TOKEN": "entrypoint-test-admin-token",
             "TRITON_GRPC_PORT": str(self.grpc_port),
             "TRITON_HTTP_PORT": str(http),
             "TRITON_METRICS_PORT": str(metrics),

@@ -8,7 +8,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from server.http.auth import Access, guarded_route
-from server.http.openapi import openapi_document
+from server.http.openapi_access import openapi_document
 from server.http.routes.accounts import account_keys, create_account, get_account, revoke_key
 from server.http.routes.articles import article, import_articles
 from server.http.routes.operations import activate_model, healthz, metrics, models, readyz

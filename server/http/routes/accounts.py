@@ -12,10 +12,9 @@ from server.errors import InvalidRequest, UnknownAccount
 from server.http.keyring import KeyRing
 from server.http.payloads import checked_id, json_object, json_type, read_json
 from server.service import RecommendationService
-from server.storage.accounts import Account, ApiKey, check_label, issue_key
+from server.storage.accounts import MAX_QUOTA, Account, ApiKey, check_label, issue_key
 from server.storage.store import utc_now
 
-MAX_QUOTA = 1 << 31  # larger quotas are a typo, not a plan
 QUOTA_FIELDS = ("max_articles", "max_article_bytes")
 
 

@@ -107,6 +107,21 @@ def test_the_article_quota(server: AuthedServer) -> None:
     assert admin.get("/v1/accounts/small").json()["articles"] == 2
 
 
+def test_a_sync_import_counts_what_the_account_will_hold(server: AuthedServer) -> None:
+    admin = server.admin
+    assert admin.post("/v1/accounts", json={"account_id": "synced", "max_articles": 2}).is_success
+    assert put(admin, "synced", "old-1").status_code == 201
+    assert put(admin, "synced", "old-2").status_code == 201
+    export = {
+        "articles": [{"id": 1, "title": "t", "body": "b"}, {"id": 2, "title": "t", "body": "b"}]
+    }
+    response = admin.post("/v1/accounts/synced/articles/import?mode=sync", json=export)
+    assert response.status_code == 200, response.text
+    three = {"articles": [{"id": i, "title": "t", "body": "b"} for i in (1, 2, 3)]}
+    response = admin.post("/v1/accounts/synced/articles/import?mode=sync", json=three)
+    assert_error(response, 409, "article_quota_exceeded")
+
+
 def test_the_article_size_quota(server: AuthedServer) -> None:
     admin = server.admin
     created = admin.post("/v1/accounts", json={"account_id": "tiny", "max_article_bytes": 100})

@@ -26,7 +26,7 @@ from auth_helpers import (
 from serving_helpers import REPO_ROOT, FakeProvider, serve_in_thread, wait_until
 
 from server.app import create_app
-from server.http.auth import route_access
+from server.http.auth import Access, route_access
 from server.http.routes import ROUTES
 from server.settings import Settings
 
@@ -410,3 +410,22 @@ def test_metrics_have_no_series_per_account(matrix: Matrix) -> None:
     text = matrix.server.admin.get("/metrics").text
     assert "account_id=" not in text and "acme" not in text and "beta" not in text
     assert any(line.startswith("kbrec_articles{") for line in text.splitlines())
+
+
+def test_the_api_description_says_who_may_call_what(matrix: Matrix) -> None:
+    """Every route and method is described; open ones need no token, the others name
+    401 and 403; every body names 415."""
+    document = matrix.clients["nobody"].get("/openapi.json").json()
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert document["security"] == [{"bearer": []}]
+    for route in ROUTES:
+        for method in route.methods - {"HEAD"}:  # type: ignore[attr-defined]
+            operation = document["paths"][route.path][method.lower()]
+            responses = operation["responses"]
+            if route_access(route) is Access.OPEN:  # type: ignore[arg-type]
+                assert operation["security"] == [], route.path
+            else:
+                assert "security" not in operation, route.path
+                assert {"401", "403"} <= responses.keys(), (route.path, method)
+            if "requestBody" in operation:
+                assert "415" in responses, (route.path, method)
