@@ -18,7 +18,20 @@ from importlib import resources
 from pathlib import Path
 
 from conversion.errors import ConversionError
-from conversion.onnx_export import export_onnx, load_onnx_embedder
+from conversion.fp16 import (
+    FP16_MODEL_FILE,
+    Fp16Report,
+    check_corpus,
+    compare_fp16,
+    convert_to_fp16,
+    require_fp16,
+)
+from conversion.onnx_export import (
+    check_onnx_contract,
+    check_onnx_file,
+    export_onnx,
+    load_onnx_embedder,
+)
 from conversion.parity import (
     DEFAULT_TOLERANCE,
     ParityReport,
@@ -28,7 +41,7 @@ from conversion.parity import (
 )
 from conversion.signature import load_serving_function
 from conversion.source import ExportDir, read_export_dir, saved_model_digest
-from conversion.triton_config import render_config
+from conversion.triton_config import LOADED_VERSIONS, render_config
 from kbrec.atomic import write_text_atomic
 from kbrec.repository import (
     CONFIG_FILE,
@@ -64,6 +77,8 @@ class ConvertOptions:
     version: int | None = None
     tensorrt_fp16: bool = False
     tolerance: float = DEFAULT_TOLERANCE
+    fp16: bool = False  # also publish model_fp16.onnx, checked against FP32 on `corpus`
+    corpus: Path = Path("data/corpus")
 
 
 @dataclass(frozen=True)
@@ -73,13 +88,14 @@ class ConvertResult:
     opset: int
     parity: ParityReport
     model_bytes: int
+    fp16: Fp16Report | None = None
 
 
 def convert(options: ConvertOptions, log: Callable[[str], None] = print) -> ConvertResult:
     """Convert and publish; raise ConversionError or RepositoryError with nothing published."""
     export = read_export_dir(options.saved_model)
     check_target(options)
-    config_text = _render_config(options, export)
+    config_text = _render_config(options, export, fp16_model=fp16_config(options, log))
     serving = load_serving_function(export.path, export.dim)
     digest = saved_model_digest(export.path)
     with tempfile.TemporaryDirectory(prefix="kbrec-convert-") as tmp:
@@ -97,6 +113,14 @@ def convert(options: ConvertOptions, log: Callable[[str], None] = print) -> Conv
         )
         require_parity(report)
         metadata = _metadata(export, digest, onnx_path, report, opset, options.backend)
+        fp16 = None
+        if options.fp16:
+            fp16 = _convert_fp16(options, export, onnx_path, Path(tmp) / FP16_MODEL_FILE, log)
+            metadata.extra["fp16"] = {
+                "file": FP16_MODEL_FILE,
+                "sha256": sha256_file(Path(tmp) / FP16_MODEL_FILE),
+                **fp16.to_dict(),
+            }
         # Config first: in poll mode Triton then never sees a version without a config.
         write_text_atomic(model_dir(options.repository, options.model) / CONFIG_FILE, config_text)
         log(f"wrote {CONFIG_FILE} (backend {options.backend})")
@@ -110,7 +134,56 @@ def convert(options: ConvertOptions, log: Callable[[str], None] = print) -> Conv
     size = (path / MODEL_FILE).stat().st_size
     log(f"published version {version} at {path}")
     log(f"model size {size / 1e6:.1f} MB")
-    return ConvertResult(version=version, path=path, opset=opset, parity=report, model_bytes=size)
+    return ConvertResult(
+        version=version, path=path, opset=opset, parity=report, model_bytes=size, fp16=fp16
+    )
+
+
+def _convert_fp16(
+    options: ConvertOptions,
+    export: ExportDir,
+    onnx_path: Path,
+    fp16_path: Path,
+    log: Callable[[str], None],
+) -> Fp16Report:
+    """model_fp16.onnx beside the FP32 model: the same contract, and FP32's answers on the
+    corpus (conversion.fp16), or ConversionError."""
+    log("converting to FP16…")
+    convert_to_fp16(onnx_path, fp16_path)
+    check_onnx_file(fp16_path)
+    check_onnx_contract(fp16_path, export.dim)
+    log("FP16 checker ok, ORT ok")
+    fp16 = compare_fp16(
+        load_onnx_embedder(onnx_path),
+        load_onnx_embedder(fp16_path),
+        options.corpus,
+        export.tokenizer,
+        export.max_length,
+        log,
+    )
+    log(fp16.describe())
+    require_fp16(fp16)
+    return fp16
+
+
+def fp16_config(options: ConvertOptions, log: Callable[[str], None]) -> bool:
+    """Whether config.pbtxt names the FP16 model: GPU Triton only, and only when every
+    other version it loads next to the new one has one too (the file name is the
+    model's, not a version's)."""
+    if not (options.fp16 and options.backend == "onnxruntime"):
+        return False
+    others = list_versions(options.repository, options.model)[-(LOADED_VERSIONS - 1) :]
+    without = [
+        number
+        for number in others
+        if not (version_dir(options.repository, number, options.model) / FP16_MODEL_FILE).is_file()
+    ]
+    if without:
+        log(
+            f"config.pbtxt keeps {MODEL_FILE}: version(s) {without} have no {FP16_MODEL_FILE} "
+            f"and Triton loads them with this config too"
+        )
+    return not without
 
 
 def check_target(options: ConvertOptions) -> None:
@@ -133,9 +206,14 @@ def check_target(options: ConvertOptions) -> None:
             )
     if not 0 <= options.tolerance < 1:
         raise ConversionError(f"tolerance must be in [0, 1), got {options.tolerance}")
+    if options.fp16:
+        try:
+            check_corpus(options.corpus)
+        except (OSError, ValueError) as exc:
+            raise ConversionError(str(exc)) from exc
 
 
-def _render_config(options: ConvertOptions, export: ExportDir) -> str:
+def _render_config(options: ConvertOptions, export: ExportDir, *, fp16_model: bool) -> str:
     try:
         return render_config(
             model=options.model,
@@ -143,6 +221,7 @@ def _render_config(options: ConvertOptions, export: ExportDir) -> str:
             dim=export.dim,
             max_length=export.max_length,
             tensorrt_fp16=options.tensorrt_fp16,
+            model_filename=FP16_MODEL_FILE if fp16_model else None,
         )
     except ValueError as exc:
         raise ConversionError(str(exc)) from exc
@@ -178,6 +257,8 @@ def _metadata(
 
 def _write_version(out: Path, onnx_path: Path, tokenizer: Path, metadata: VersionMetadata) -> None:
     shutil.copyfile(onnx_path, out / MODEL_FILE)
+    if (onnx_path.parent / FP16_MODEL_FILE).is_file():
+        shutil.copyfile(onnx_path.parent / FP16_MODEL_FILE, out / FP16_MODEL_FILE)
     shutil.copyfile(tokenizer, out / TOKENIZER_FILE)
     (out / METADATA_FILE).write_text(metadata.to_json(), encoding="utf-8")
     # Every version gets model.py, so switching config.pbtxt to the python backend

@@ -1,7 +1,8 @@
 """config.pbtxt for the encoder model, for either Triton flavour kbrec deploys to.
 
 - "onnxruntime": NVIDIA's GPU Triton image; ONNX Runtime on the GPU, optionally
-  with the TensorRT execution accelerator in FP16.
+  with the TensorRT execution accelerator in FP16, and running the versions' FP16
+  model (`model_fp16.onnx`, same inputs and outputs) when `kbrec convert --fp16` made one.
 - "python": the CPU Triton used in development and CI (nvidia-pytriton ships the
   python backend only); each version's model.py runs ONNX Runtime itself.
 
@@ -33,10 +34,17 @@ def render_config(
     max_queue_delay_us: int = MAX_QUEUE_DELAY_US,
     tensorrt_fp16: bool = False,
     intra_op_threads: int | None = None,
+    model_filename: str | None = None,
 ) -> str:
-    """The config.pbtxt text; raises ValueError for a combination Triton would reject."""
+    """The config.pbtxt text; raises ValueError for a combination Triton would reject.
+
+    `model_filename`: the file each version directory serves (Triton's default is
+    model.onnx); the same for every version, so every loaded version must have it.
+    """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if model_filename is not None and backend != "onnxruntime":
+        raise ValueError("model_filename applies to the onnxruntime backend only")
     if tensorrt_fp16 and backend != "onnxruntime":
         raise ValueError("TensorRT FP16 needs the onnxruntime backend (the GPU Triton image)")
     if intra_op_threads is not None and backend != "python":
@@ -57,6 +65,7 @@ def render_config(
             if gpu
             else ['backend: "python"']
         ),
+        *([f'default_model_filename: "{model_filename}"'] if model_filename else []),
         f"max_batch_size: {max_batch_size}",
         f"version_policy: {{ latest: {{ num_versions: {LOADED_VERSIONS} }} }}",
         "input [",

@@ -41,7 +41,7 @@ def default_backends(settings: Settings) -> BackendProvider:
     # Workers share the cores: each gets its part, not one thread per core (which would
     # put `workers` threads on every core).
     threads = inference.intra_op_threads or max(1, usable_cores() // settings.http.workers)
-    return OnnxRuntimeProvider(threads, inference.backfill_threads)
+    return OnnxRuntimeProvider(threads, inference.backfill_threads, inference.device)
 
 
 @asynccontextmanager

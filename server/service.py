@@ -51,6 +51,7 @@ from server.errors import (
 from server.inference.backends.base import BackendError, BackendProvider
 from server.inference.batching import BatchObserver
 from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
+from server.inference.device_ranking import RankingConfig
 from server.inference.ranking import RankRequest, ScoredArticle
 from server.inference.serving_model import ModelLoader
 from server.settings import Settings
@@ -158,12 +159,16 @@ class RecommendationService:
         self._tokenizer_executor = ThreadPoolExecutor(
             max_workers=self.settings.inference.tokenizer_threads, thread_name_prefix="tokenize"
         )
+        inference = self.settings.inference
+        ranking = RankingConfig.from_settings(inference.ranking_device, inference.ranking_dtype)
+        log.info("ranking on %s (%s)", ranking.device, ranking.dtype)
         loader = ModelLoader(
             self._backends,
             self.settings.batching,
             self._tokenizer_executor,
             self._gate,
             self._observer,
+            ranking,
         )
         self._lifecycle = ModelLifecycle(
             self.settings.repository,

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from server.inference.array_modules import RANKING_DEVICES, RANKING_DTYPES
+from server.inference.backends.base import ENCODER_DEVICES
 from server.inference.batching import BatchingConfig
 from server.storage.opening import store_location
 from server.versions.backfill import BackfillPacing
@@ -71,6 +73,15 @@ SETTING_HELP: Final[dict[str, str]] = {
     "backfill_threads": "embedded: ONNX Runtime threads of the re-embedding session",
     "triton_url": "embed through Triton at grpc://HOST:PORT (empty: embedded ONNX Runtime)",
     "triton_timeout_s": "deadline of every Triton call, seconds (503 when exceeded)",
+    "device": (
+        "embedded encoder: cpu, or cuda (ONNX Runtime's CUDA provider, TensorRT first when "
+        "present; needs onnxruntime-gpu)"
+    ),
+    "ranking_device": (
+        "where articles are ranked: cpu (a host matrix per account), cuda (every vector of a "
+        "version in one GPU array, CuPy) or auto (cuda when CuPy finds a GPU)"
+    ),
+    "ranking_dtype": "GPU ranking: float32 or float16 article vectors (scores are float32)",
     "backfill_share": "most of the backend's time re-embedding for a new version may take (0-1]",
     "backfill_step_tokens": "most padded tokens per re-embedding call (a query waits <= one)",
     "admin_token_file": (
@@ -122,9 +133,21 @@ class InferenceSettings:
     backfill_threads: int = 1
     triton_url: str = ""
     triton_timeout_s: float = 5.0
+    device: str = "cpu"
+    ranking_device: str = "cpu"
+    ranking_dtype: str = "float32"
 
     def __post_init__(self) -> None:
         require_positive(self, "tokenizer_threads", "backfill_threads", "triton_timeout_s")
+        for name, allowed in (
+            ("device", ENCODER_DEVICES),
+            ("ranking_device", RANKING_DEVICES),
+            ("ranking_dtype", RANKING_DTYPES),
+        ):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.device != "cpu" and self.triton_url:
+            raise ValueError("device is the embedded encoder's: Triton places its model itself")
         if self.intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.triton_url and not self.triton_url.startswith("grpc://"):

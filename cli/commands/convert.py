@@ -52,6 +52,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action="store_true",
         help="enable the TensorRT FP16 execution accelerator (onnxruntime only)",
     )
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="also publish model_fp16.onnx (FP16 inside, the same int32 input and float32 "
+        "output), refused unless on the corpus every embedding has cosine >= 0.999 with "
+        "FP32's and >= 99%% of test queries get the same top 5; GPU Triton's config.pbtxt "
+        "then serves it",
+    )
+    parser.add_argument(
+        "--corpus",
+        type=Path,
+        default=Path("data/corpus"),
+        metavar="DIR",
+        help="corpus of the --fp16 check: articles.jsonl, queries.jsonl (default: data/corpus)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -75,6 +90,8 @@ def run(args: argparse.Namespace) -> int:
         backend=args.backend,
         version=args.version,
         tensorrt_fp16=args.tensorrt_fp16,
+        fp16=args.fp16,
+        corpus=args.corpus,
     )
     try:
         convert(options, log=lambda line: print(f"convert: {line}", flush=True))

@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
             f"no model version in {model_dir(settings.repository)}: "
             "publish one with `kbrec convert` (or `make model`)"
         )
+    check_devices(settings)
     http = settings.http
     family = socket.AF_INET6 if ":" in http.host else socket.AF_INET
     try:
@@ -99,6 +100,19 @@ def check_access(settings: Settings) -> None:
     try:
         load_auth(settings, os.environ)
     except StartupError as exc:
+        raise CommandError(str(exc)) from exc
+
+
+def check_devices(settings: Settings) -> None:
+    """A GPU that was asked for and is missing: one line, before anything starts."""
+    from server.inference.array_modules import NoGpu, gpu_arrays
+    from server.inference.backends.execution_providers import MissingProvider, require_device
+
+    try:
+        if not settings.inference.triton_url:
+            require_device(settings.inference.device)
+        gpu_arrays(settings.inference.ranking_device)
+    except (MissingProvider, NoGpu) as exc:
         raise CommandError(str(exc)) from exc
 
 

@@ -180,8 +180,10 @@ def score_chunk(
     gathered = index.vectors[rows]  # [accounts, longest, dim]
     if gathered.dtype != np.float32:
         gathered = gathered.astype(np.float32)  # float32 scores from float16 vectors
-    scores = xp.matmul(queries[query_rows_d], gathered.transpose(0, 2, 1))
-    scores = scores[account_d, slot_d]  # [batch, longest]
+    # [accounts, longest, queries per account]: the gathered rows stay the left operand,
+    # contiguous, so the matmul never copies them.
+    scores = xp.matmul(gathered, queries[query_rows_d].transpose(0, 2, 1))
+    scores = scores.transpose(0, 2, 1)[account_d, slot_d]  # [batch, longest]
     keep = valid[account_d] & (
         (wanted_d[:, None] == NO_LOCALE_FILTER)
         | (index.locale_codes[rows][account_d] == wanted_d[:, None])
@@ -195,13 +197,21 @@ def score_chunk(
     kth = best[xp.arange(len(batch)), kth_column_d]
     chosen = (scores >= kth[:, None]) & (scores > -xp.inf)
     request_d, column_d = xp.nonzero(chosen)
-    picked = to_host(scores[request_d, column_d])
-    request_in_chunk = to_host(request_d)
-    column = to_host(column_d)
+    # One copy back: float64 holds the int indices and the float32 scores exactly.
+    packed = to_host(
+        xp.stack(
+            [
+                request_d.astype(np.float64),
+                column_d.astype(np.float64),
+                scores[request_d, column_d].astype(np.float64),
+            ]
+        )
+    )
+    request_in_chunk = packed[0].astype(np.int64)
     return Candidates(
         np.asarray(batch, dtype=np.int64)[request_in_chunk],
-        starts[account_of[request_in_chunk]] + column,
-        np.asarray(picked, dtype=np.float32),
+        starts[account_of[request_in_chunk]] + packed[1].astype(np.int64),
+        packed[2].astype(np.float32),
     )
 
 
@@ -219,13 +229,14 @@ def ordered_results(
     top_k = np.array([r.top_k for r in requests], dtype=np.int64)
     keep = np.arange(request.size) - first_of_request < top_k[request]
     chosen = order[keep]
+    entries = index.row_entries
     for position, row, score in zip(
         candidates.request[chosen].tolist(),
         candidates.row[chosen].tolist(),
         candidates.score[chosen].tolist(),
         strict=True,
     ):
-        entry = index.entry(row)
+        entry = entries[row]
         results[position].append(ScoredArticle(entry.article_id, entry.title, score))
     return results
 

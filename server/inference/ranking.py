@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -41,8 +41,10 @@ class RankRequest:
     locale: str | None = None
 
 
-@dataclass(frozen=True)
-class ScoredArticle:
+class ScoredArticle(NamedTuple):
+    """One ranked article. A named tuple, not a dataclass: a batch of 256 queries makes
+    thousands of them, and a tuple is made about 4x faster (immutable all the same)."""
+
     article_id: str
     title: str
     score: float

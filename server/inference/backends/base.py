@@ -16,6 +16,8 @@ from kbrec.repository import ModelVersion
 
 # A norm below this means the model produced a degenerate vector (e.g. all padding).
 MIN_NORM = 1e-12
+# Where the embedded ONNX Runtime backend runs its model (`--device`).
+ENCODER_DEVICES = ("cpu", "cuda")
 
 
 class BackendError(Exception):

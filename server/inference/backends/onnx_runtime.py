@@ -26,6 +26,7 @@ import os
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -38,6 +39,13 @@ from server.inference.backends.base import (
     VersionBackend,
     normalize_rows,
 )
+from server.inference.backends.execution_providers import (
+    execution_providers,
+    require_device,
+    require_on_device,
+    run_bound,
+    tensorrt_cache_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +55,14 @@ def usable_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def load_session(model: str | bytes, intra_op_threads: int) -> ort.InferenceSession:
-    """A CPU session of `model` (the serialized ONNX model, or a path to one)."""
+def load_session(
+    model: str | bytes,
+    intra_op_threads: int,
+    device: str = "cpu",
+    cache_dir: Path | None = None,
+) -> ort.InferenceSession:
+    """A session of `model` (the serialized ONNX model, or a path to one) on `device`
+    (execution_providers; `cache_dir`: TensorRT's engines)."""
     options = ort.SessionOptions()
     # 0: one thread per usable core. ONNX Runtime's own default counts the machine's
     # cores, so a server pinned to one core got two threads taking turns on it
@@ -60,12 +74,18 @@ def load_session(model: str | bytes, intra_op_threads: int) -> ort.InferenceSess
     # Idle intra-op threads would spin and take CPU from HTTP work and tokenization on
     # the same cores (measured: 5–21 % less server CPU per request, BENCHMARKS.md).
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    providers = execution_providers(device, cache_dir or Path.cwd())
+    session = ort.InferenceSession(model, options, providers=providers)
+    require_on_device(session.get_providers(), device)
+    return session
 
 
-def load_verified_session(version: ModelVersion, intra_op_threads: int) -> ort.InferenceSession:
+def load_verified_session(
+    version: ModelVersion, intra_op_threads: int, device: str = "cpu"
+) -> ort.InferenceSession:
     """A session of the very bytes that match the version's recorded sha256."""
-    return load_session(version.read_model(), intra_op_threads)
+    cache_dir = tensorrt_cache_dir(version.model_sha256)
+    return load_session(version.read_model(), intra_op_threads, device, cache_dir)
 
 
 class OnnxRuntimeBackend(VersionBackend):
@@ -79,8 +99,10 @@ class OnnxRuntimeBackend(VersionBackend):
         session: ort.InferenceSession,
         executor: ThreadPoolExecutor,
         background_threads: int = 1,
+        device: str = "cpu",
     ) -> None:
         super().__init__(version)
+        self._device = device
         self._session = session
         self._executor = executor
         self._background_threads = background_threads
@@ -91,14 +113,18 @@ class OnnxRuntimeBackend(VersionBackend):
 
     @classmethod
     async def open(
-        cls, version: ModelVersion, intra_op_threads: int = 0, background_threads: int = 1
+        cls,
+        version: ModelVersion,
+        intra_op_threads: int = 0,
+        background_threads: int = 1,
+        device: str = "cpu",
     ) -> OnnxRuntimeBackend:
         """Load the session off the event loop and check it with a probe batch."""
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-v{version.number}")
         loop = asyncio.get_running_loop()
         try:
             session = await loop.run_in_executor(
-                executor, load_verified_session, version, intra_op_threads
+                executor, load_verified_session, version, intra_op_threads, device
             )
         except RepositoryError as exc:
             executor.shutdown(wait=False)
@@ -106,7 +132,7 @@ class OnnxRuntimeBackend(VersionBackend):
         except Exception as exc:  # ORT raises its own pybind exception types
             executor.shutdown(wait=False)
             raise BackendLoadError(f"version {version.number}: model.onnx: {exc}") from exc
-        backend = cls(version, session, executor, background_threads)
+        backend = cls(version, session, executor, background_threads, device)
         try:
             backend._check_signature()
             await backend._check_probe()
@@ -171,7 +197,9 @@ class OnnxRuntimeBackend(VersionBackend):
             # Read and hashed again rather than kept: the bytes would cost a model's
             # size per live version for as long as it lives.
             try:
-                self._background = load_verified_session(self._version, self._background_threads)
+                self._background = load_verified_session(
+                    self._version, self._background_threads, self._device
+                )
             except Exception as exc:  # RepositoryError, or ORT's own pybind exception types
                 raise BackendError(f"background session: {exc}") from exc
             log.info(
@@ -192,7 +220,10 @@ class OnnxRuntimeBackend(VersionBackend):
     ) -> np.ndarray:
         try:
             session = session or self._session
-            (vectors,) = session.run([self._output_name], {self._input_name: token_ids})
+            if self._device == "cuda":
+                vectors = run_bound(session, self._input_name, self._output_name, token_ids)
+            else:
+                (vectors,) = session.run([self._output_name], {self._input_name: token_ids})
         except Exception as exc:  # ORT's pybind errors share no useful base class
             raise BackendError(f"ONNX Runtime run failed: {exc}") from exc
         vectors = np.asarray(vectors)
@@ -224,10 +255,14 @@ class OnnxRuntimeProvider:
 
     intra_op_threads: int = 0
     background_threads: int = 1
+    device: str = "cpu"  # or cuda (execution_providers)
+
+    def __post_init__(self) -> None:
+        require_device(self.device)  # a missing GPU build fails here, not as a failed version
 
     async def open(self, version: ModelVersion) -> OnnxRuntimeBackend:
         return await OnnxRuntimeBackend.open(
-            version, self.intra_op_threads, self.background_threads
+            version, self.intra_op_threads, self.background_threads, self.device
         )
 
     async def hold(self, versions: Collection[ModelVersion]) -> None:

@@ -286,6 +286,34 @@ def test_dead_rows_are_compacted_so_churn_does_not_grow_the_array(
     both.assert_same_ranking(dyadic(rng, 8, dim), [RankRequest("steady", 100)] * 8)
 
 
+def test_a_bulk_load_ranks_and_takes_writes_as_upserts_do(arrays: ArrayModule, dtype: str) -> None:
+    rng = np.random.default_rng(17)
+    dim = 8
+    both = Both(arrays, dtype, dim, min_rows=16)
+    loaded: list[tuple[str, list[IndexEntry]]] = []
+    rows: list[np.ndarray] = []
+    for account, size in (("a", 30), ("b", 1), ("c", 200)):
+        entries = [
+            IndexEntry(f"{rng.integers(10**6):06d}-{i}", "", LOCALES[i % 4]) for i in range(size)
+        ]
+        vectors = dyadic(rng, size, dim)
+        vectors[::5] = vectors[0]  # ties
+        for entry, vector in zip(entries, vectors, strict=True):
+            both.host.upsert(account, entry, vector)
+        loaded.append((account, entries))
+        rows.append(vectors)
+    both.device.upsert("gone", IndexEntry("x", "", None), dyadic(rng, dim))  # replaced
+    both.device.load_accounts(loaded, np.concatenate(rows))
+    assert both.device.account("gone") is None
+    both.assert_same_ranking(dyadic(rng, 40, dim), random_requests(rng, ["a", "b", "c"], 40))
+    both.upsert("b", IndexEntry("new", "", None), dyadic(rng, dim))  # the segment moves
+    assert both.remove("c", loaded[2][1][0].article_id)
+    both.upsert("a", loaded[0][1][3], dyadic(rng, dim))
+    both.assert_same_ranking(dyadic(rng, 40, dim), random_requests(rng, ["a", "b", "c"], 40))
+    with pytest.raises(ValueError, match="shape"):
+        both.device.load_accounts(loaded, np.zeros((3, dim), dtype=np.float32))
+
+
 def test_small_gather_budget_splits_the_batch_not_the_results(arrays: ArrayModule) -> None:
     rng = np.random.default_rng(2)
     dim = 8
