@@ -94,3 +94,26 @@ class VersionNotServing(ServiceError):
     def __init__(self, number: int, active: int, complete_standby: int | None) -> None:
         kept = f", complete standby {complete_standby}" if complete_standby is not None else ""
         super().__init__(f"model version {number} is not serving (active {active}{kept})")
+
+
+class TrialInProgress(ServiceError):
+    """A model change asked for while a version is an A/B experiment's trial (a 409: the
+    experiment's stop decides what becomes of it)."""
+
+    def __init__(self, number: int) -> None:
+        super().__init__(
+            f"model version {number} is in an A/B experiment: stop the experiment first "
+            "(POST /v1/experiments/{id}/stop, which can activate its winner)"
+        )
+
+
+class ExperimentNotFound(ServiceError):
+    def __init__(self, experiment_id: str) -> None:
+        super().__init__(f"experiment {experiment_id!r} not found")
+
+
+class RequestNotLogged(ServiceError):
+    """Feedback about a request id the recommendation log does not hold (a 404)."""
+
+    def __init__(self, request_id: str) -> None:
+        super().__init__(f"request {request_id!r} is not in the recommendation log")

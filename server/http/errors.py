@@ -20,12 +20,15 @@ from starlette.responses import JSONResponse, Response
 from kbrec.zendesk import ZendeskExportError
 from server.errors import (
     ArticleNotFound,
+    ExperimentNotFound,
     Forbidden,
     ImportInterrupted,
     InvalidRequest,
     NotLeader,
     NotReady,
     Overloaded,
+    RequestNotLogged,
+    TrialInProgress,
     Unauthorized,
     UnknownAccount,
     VersionNotFound,
@@ -95,6 +98,18 @@ async def version_not_serving(request: Request, exc: Exception) -> Response:
     return error_response(409, "version_not_serving", str(exc))
 
 
+async def experiment_not_found(request: Request, exc: Exception) -> Response:
+    return error_response(404, "experiment_not_found", str(exc))
+
+
+async def request_not_logged(request: Request, exc: Exception) -> Response:
+    return error_response(404, "request_not_found", str(exc))
+
+
+async def trial_in_progress(request: Request, exc: Exception) -> Response:
+    return error_response(409, "experiment_running", str(exc))
+
+
 async def overloaded(request: Request, exc: Exception) -> Response:
     return retry_later(request, "overloaded", str(exc))
 
@@ -146,6 +161,9 @@ EXCEPTION_HANDLERS: Mapping[Any, Any] = {
     VersionNotFound: version_not_found,
     VersionRejected: version_rejected,
     VersionNotServing: version_not_serving,
+    ExperimentNotFound: experiment_not_found,
+    RequestNotLogged: request_not_logged,
+    TrialInProgress: trial_in_progress,
     Overloaded: overloaded,
     ImportInterrupted: import_interrupted,
     NotReady: not_ready,

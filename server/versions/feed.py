@@ -12,7 +12,9 @@ overwritten by an older read.
 
 Version records (roles) are the lifecycle's business: a `VERSIONS` change is handed
 to `on_versions`, which makes a follower load, switch or drop versions as the leader
-recorded (`ModelLifecycle.follow`).
+recorded (`ModelLifecycle.follow`). `EXPERIMENTS` and `ACCOUNT_SETTINGS` changes go to
+`on_experiments`, after the changes before them are applied: an experiment the leader
+marked running here finds its trial's vectors in the index (`server.experiments`).
 
 A process that fell behind the log's retention (pruned changes it never saw) reloads
 every live index from the store.
@@ -60,6 +62,7 @@ class ChangeFeed:
         live: LiveVersions,
         on_versions: Callable[[], Awaitable[None]],
         *,
+        on_experiments: Callable[[], Awaitable[None]] | None = None,
         wait_s: float = 1.0,
         batch: int = 1000,
         observer: FeedObserver | None = None,
@@ -67,6 +70,7 @@ class ChangeFeed:
         self._store = store
         self._live = live
         self._on_versions = on_versions
+        self._on_experiments = on_experiments
         self._wait_s = wait_s
         self._batch = batch
         self._observer = observer
@@ -134,6 +138,8 @@ class ChangeFeed:
         self.stats.rebuilds += 1
         await self._live.reload_indexes()
         await self._on_versions()
+        if self._on_experiments is not None:
+            await self._on_experiments()
 
     async def _apply(self, changes: Sequence[Change]) -> None:
         keys = list(
@@ -149,6 +155,10 @@ class ChangeFeed:
             await self._live.refresh_articles(keys)
         if any(c.kind in (ChangeKind.VERSIONS, ChangeKind.EMBEDDINGS_DELETED) for c in changes):
             await self._on_versions()
+        if self._on_experiments is not None and any(
+            c.kind in (ChangeKind.EXPERIMENTS, ChangeKind.ACCOUNT_SETTINGS) for c in changes
+        ):
+            await self._on_experiments()
         if self._observer is not None:
             now = time.time()  # `at` is wall-clock time (of the host that wrote it)
             for change in changes:

@@ -8,7 +8,9 @@ articles are being re-embedded and which becomes active the moment every article
 has a vector of it, or the PREVIOUS active, kept current so that activating it
 again is an instant rollback. A version that fails validation or loading is FAILED
 (with the reason) and never activated by itself; versions no longer kept are
-RETIRED and their vectors deleted.
+RETIRED and their vectors deleted. A TRIAL is the standby of an A/B experiment
+(`server.experiments`): loaded and backfilled like a candidate, but never switched in
+by itself; `end_trial` decides what becomes of it when the experiment stops.
 
 What is live, and the commit lock that keeps writes, backfill and switches in
 order, belong to `LiveVersions`; this class decides what to load, retire and
@@ -29,21 +31,23 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from kbrec.repository import ModelVersion, version_entries, warn_foreign
 from server.errors import (
+    InvalidRequest,
     NotLeader,
     ServiceError,
     StartupError,
+    TrialInProgress,
     VersionNotFound,
     VersionRejected,
 )
 from server.inference.backends.base import BackendError
 from server.inference.serving_model import ModelLoader, ServingModel
-from server.storage.store import ArticleStore, StoreError, VersionRole
+from server.storage.store import LIVE_ROLES, ArticleStore, StoreError, VersionRole
 from server.versions.backfill import BackfillPacing, backfill
 from server.versions.live_set import LiveVersions, Standby
 from server.versions.progress import BackfillProgress
@@ -56,7 +60,8 @@ RETRY_FIRST_S = 0.5
 RETRY_MAX_S = 5.0
 # A retired version's queued queries get this long to finish before its batcher closes.
 RETIRE_DRAIN_S = 5.0
-LIVE_ROLES = frozenset({VersionRole.ACTIVE, VersionRole.CANDIDATE, VersionRole.PREVIOUS})
+# The roles of a version loaded next to the active one.
+STANDBY_ROLES = (VersionRole.CANDIDATE, VersionRole.PREVIOUS, VersionRole.TRIAL)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,9 @@ class ModelLifecycle:
         # Only the leader (elected through the store) changes roles, tells Triton what
         # to hold, backfills and watches the repository; the others follow the records.
         self.leader = False
+        # Told (the leader only, outside the lifecycle's lock) when a TRIAL's backfill
+        # completes: its experiment can start (server.experiments).
+        self.on_trial_complete: Callable[[int], Awaitable[None]] | None = None
 
     # --- views -------------------------------------------------------------------
 
@@ -108,6 +116,12 @@ class ModelLifecycle:
         """The candidate on its way in, if any."""
         standby = self.live.standby
         return standby if standby is not None and standby.role is VersionRole.CANDIDATE else None
+
+    @property
+    def trial(self) -> Standby | None:
+        """The standby of an A/B experiment, if any."""
+        standby = self.live.standby
+        return standby if standby is not None and standby.role is VersionRole.TRIAL else None
 
     def version_states(self) -> Iterator[tuple[int, str, VersionStatus | None, str | None]]:
         """(number, state, repository status, error) for every version known, by number."""
@@ -176,7 +190,7 @@ class ModelLifecycle:
         """Once serving: resume a recorded standby, delete vectors no longer kept, watch."""
         async with self._lock:
             for record in self.roles.records():
-                if record.role not in (VersionRole.CANDIDATE, VersionRole.PREVIOUS):
+                if record.role not in STANDBY_ROLES:
                     continue
                 standby = self.live.standby
                 if standby is not None and standby.number == record.version:
@@ -255,8 +269,7 @@ class ModelLifecycle:
         records = [
             record
             for record in self.roles.records()
-            if record.role in (VersionRole.CANDIDATE, VersionRole.PREVIOUS)
-            and record.version != self.live.active_number
+            if record.role in STANDBY_ROLES and record.version != self.live.active_number
         ]
         wanted = records[-1] if records else None
         standby = self.live.standby
@@ -279,7 +292,7 @@ class ModelLifecycle:
             )
         standby.role = wanted.role
         # The leader keeps only complete versions as PREVIOUS; a candidate completes by
-        # switching in, which `_follow_active` follows.
+        # switching in, which `_follow_active` follows; a trial by `trial_complete`.
         standby.complete = standby.complete or wanted.role is VersionRole.PREVIOUS
 
     async def _followed_version(self, number: int) -> ModelVersion:
@@ -332,6 +345,8 @@ class ModelLifecycle:
             active = self.live.active
             if number == active.number:
                 return Activation(active.number, switched=False)
+            if self.trial is not None:
+                raise TrialInProgress(self.trial.number)
             standby = self.live.standby
             if standby is not None and standby.number == number:
                 if standby.complete:
@@ -344,6 +359,63 @@ class ModelLifecycle:
             version = await self._verified(number)
             standby = await self._load_standby(version, VersionRole.CANDIDATE)
             return Activation(active.number, switched=False, pending=standby)
+
+    async def load_trial(self, number: int) -> Standby:
+        """Make `number` the standby of an A/B experiment (TRIAL) next to the active
+        version: the standby already (its backfill goes on, and it will not switch in),
+        else loaded, replacing the standby (errors: `VersionNotFound`, `VersionRejected`)."""
+        async with self._lock:
+            if not self.leader:
+                raise NotLeader("this process follows the leader, which makes model changes")
+            if number == self.live.active_number:
+                raise InvalidRequest(
+                    f"model version {number} is the active version: the experiment's control"
+                )
+            standby = self.live.standby
+            if standby is not None and standby.number == number:
+                await self.roles.change(number, VersionRole.TRIAL)
+                standby.role = VersionRole.TRIAL
+                log.info("version %d (%s) is now an experiment's trial", number, standby.role)
+                return standby
+            version = await self._verified(number)
+            return await self._load_standby(version, VersionRole.TRIAL)
+
+    async def end_trial(self, number: int, *, activate: bool, keep: bool) -> Activation:
+        """The experiment of trial `number` stopped: activate it (at once if complete,
+        else as a candidate that switches in once complete), or keep it as the previous
+        version (when complete: one switch activates it later), or retire it."""
+        async with self._lock:
+            if not self.leader:
+                raise NotLeader("this process follows the leader, which makes model changes")
+            trial = self.trial
+            active = self.live.active
+            if trial is None or trial.number != number:
+                return Activation(active.number, switched=False)  # ended already
+            if activate and trial.complete:
+                await self.live.switch(trial, self.roles)
+                log.info("model version %d is active (was %d)", number, active.number)
+                return Activation(number, switched=True)
+            if activate or (keep and trial.complete):
+                role = VersionRole.CANDIDATE if activate else VersionRole.PREVIOUS
+                await self.roles.change(number, role)
+                trial.role = role
+                log.info("version %d, trial of an experiment, is now %s", number, role)
+                pending = trial if activate else None
+                return Activation(active.number, switched=False, pending=pending)
+            await self._retire(trial)
+            return Activation(active.number, switched=False)
+
+    async def trial_complete(self, number: int) -> bool:
+        """Whether trial `number` is loaded here and every article has a vector of it.
+        The leader's backfill says so; a follower counts in the store what the leader
+        wrote (its index follows through the feed, as every other process's writes)."""
+        trial = self.trial
+        if trial is None or trial.number != number:
+            return False
+        if not trial.complete and not self.leader:
+            # Final once zero: every write carries a vector of each live version.
+            trial.complete = await self.live.count_missing(trial.model) == 0
+        return trial.complete
 
     async def check_repository(self) -> None:
         """Verify version directories not seen before (each once), and take the newest
@@ -370,6 +442,8 @@ class ModelLifecycle:
                         number, VersionRole.FAILED, error=status.error or "invalid"
                     )
                     continue  # an older new version may do
+                if self.trial is not None:  # it would retire the trial: after the experiment
+                    return
                 try:
                     await self._load_standby(status.version, VersionRole.CANDIDATE)
                 except VersionRejected:
@@ -432,7 +506,8 @@ class ModelLifecycle:
         return standby
 
     async def _complete(self, standby: Standby) -> None:
-        """Backfill the standby (retrying what fails); a candidate then switches in."""
+        """Backfill the standby (retrying what fails); a candidate then switches in, a
+        trial's experiment is told (`on_trial_complete`)."""
         delay = RETRY_FIRST_S
         while True:
             try:
@@ -446,7 +521,9 @@ class ModelLifecycle:
                     if self.live.active_number != active:
                         log.info("model version %d is active (was %s)", standby.number, active)
                     await standby.model.backend.end_background()
-                    return
+                if standby.role is VersionRole.TRIAL and self.on_trial_complete is not None:
+                    await self.on_trial_complete(standby.number)
+                return
             except (BackendError, StoreError, ServiceError) as exc:
                 standby.progress.last_error = str(exc)
                 log.warning("backfill of version %d: %s; retrying", standby.number, exc)

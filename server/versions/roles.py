@@ -15,23 +15,27 @@ from typing import Final
 from server.storage.store import ArticleStore, VersionRecord, VersionRole, utc_now
 
 ACTIVE, CANDIDATE, PREVIOUS = VersionRole.ACTIVE, VersionRole.CANDIDATE, VersionRole.PREVIOUS
-FAILED, RETIRED = VersionRole.FAILED, VersionRole.RETIRED
+FAILED, RETIRED, TRIAL = VersionRole.FAILED, VersionRole.RETIRED, VersionRole.TRIAL
 
 # role now (None: no record yet) → roles it may take next. Re-saving the same role is
-# allowed where a restart or an operator repeats a step.
+# allowed where a restart or an operator repeats a step. Any version but the active one
+# may become an experiment's TRIAL (an operator starts the experiment).
 TRANSITIONS: Final[Mapping[VersionRole | None, frozenset[VersionRole]]] = {
     # first start serves the newest valid version; a new one is loaded as candidate
-    None: frozenset({ACTIVE, CANDIDATE, FAILED}),
+    None: frozenset({ACTIVE, CANDIDATE, FAILED, TRIAL}),
     # switched out (kept for rollback), replaced at start, or failing to load at start
     ACTIVE: frozenset({ACTIVE, PREVIOUS, RETIRED, FAILED}),
     # switched in once complete (or chosen at start), dropped, or failing its checks
-    CANDIDATE: frozenset({CANDIDATE, ACTIVE, RETIRED, FAILED}),
+    CANDIDATE: frozenset({CANDIDATE, ACTIVE, RETIRED, FAILED, TRIAL}),
     # rollback, operator re-activation while incomplete, dropped, or failing to load
-    PREVIOUS: frozenset({PREVIOUS, ACTIVE, CANDIDATE, RETIRED, FAILED}),
+    PREVIOUS: frozenset({PREVIOUS, ACTIVE, CANDIDATE, RETIRED, FAILED, TRIAL}),
     # never active on its own; an operator may try it again as a candidate
-    FAILED: frozenset({FAILED, CANDIDATE}),
+    FAILED: frozenset({FAILED, CANDIDATE, TRIAL}),
     # an operator (or a start with nothing newer left) may bring it back
-    RETIRED: frozenset({RETIRED, ACTIVE, CANDIDATE, FAILED}),
+    RETIRED: frozenset({RETIRED, ACTIVE, CANDIDATE, FAILED, TRIAL}),
+    # the experiment stops: its winner switched in (at once if complete, else as a
+    # candidate), kept for an instant switch later, or dropped; or failing to load
+    TRIAL: frozenset({TRIAL, ACTIVE, CANDIDATE, PREVIOUS, RETIRED, FAILED}),
 }
 
 

@@ -54,10 +54,11 @@ def test_an_upgrade_then_a_rollback_is_recorded_and_survives_a_restart(tmp_path:
         ([], PREVIOUS),  # nothing becomes "previous" without having been active
         ([(FAILED, "bad")], ACTIVE),  # a failed version is never activated by itself
         ([(FAILED, "bad")], PREVIOUS),
+        ([(ACTIVE, None)], VersionRole.TRIAL),  # the active version is an experiment's control
     ],
 )
 def test_transitions_outside_the_table_are_refused_and_not_written(
-    tmp_path: Path, steps: list[tuple[VersionRole, str]], refused: VersionRole
+    tmp_path: Path, steps: list[tuple[VersionRole, str | None]], refused: VersionRole
 ) -> None:
     db = tmp_path / "kbrec.sqlite"
 
