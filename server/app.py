@@ -76,6 +76,7 @@ def create_app(
         observer=metrics,
         feed_observer=metrics,
         accounts_provisioned=auth.enabled,
+        experiment_observer=metrics,
     )
     keys = KeyRing(lambda: service.store, settings.access.key_cache_s)
     metrics.watch(service)

@@ -34,6 +34,7 @@ import os
 import shlex
 import signal
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,6 +49,8 @@ from server.errors import (
     ServiceError,
     UnknownAccount,
 )
+from server.experiments.coordinator import ExperimentObserver, Experiments, LogPolicy
+from server.experiments.min_scores import MinScores
 from server.inference.backends.base import BackendError, BackendProvider
 from server.inference.batching import BatchObserver
 from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
@@ -76,6 +79,9 @@ class State(enum.StrEnum):
 class Recommendation:
     model_version: int
     articles: list[ScoredArticle]
+    request_id: str = ""  # names the request in the log, for feedback
+    experiment_id: str | None = None  # set when an experiment's arm answered
+    arm: str | None = None
 
 
 @dataclass(frozen=True)
@@ -101,6 +107,7 @@ class RecommendationService:
         feed_observer: FeedObserver | None = None,
         *,
         accounts_provisioned: bool = False,
+        experiment_observer: ExperimentObserver | None = None,
     ) -> None:
         self.settings = settings
         # With authentication, accounts exist only once created; without, a first write
@@ -110,6 +117,8 @@ class RecommendationService:
         self._open_store = open_store
         self._observer = observer
         self._feed_observer = feed_observer
+        self._experiment_observer = experiment_observer
+        self._experiments: Experiments | None = None
         self._state = State.STOPPED
         self._failure: BaseException | None = None
         self._store: ArticleStore | None = None
@@ -143,9 +152,12 @@ class RecommendationService:
         lifecycle, self._lifecycle = self._lifecycle, None
         store, self._store = self._store, None
         feed, self._feed = self._feed, None
+        experiments, self._experiments = self._experiments, None
         try:
             if feed is not None:
                 await feed.close()
+            if experiments is not None:
+                await experiments.close()  # writes what the log still queues
             if lifecycle is not None:
                 await lifecycle.close()
         finally:
@@ -177,10 +189,26 @@ class RecommendationService:
             pacing=self.settings.backfill,
             poll_s=self.settings.repository_poll_s,
         )
+        feedback = self.settings.feedback
+        self._experiments = Experiments(
+            self._store,
+            self._lifecycle,
+            LogPolicy(
+                feedback.recommendation_log,
+                feedback.log_query_text,
+                feedback.log_retention_days,
+                feedback.log_flush_ms / 1000,
+                feedback.log_max_queue,
+            ),
+            MinScores(feedback.min_score),
+            self._experiment_observer,
+        )
+        self._lifecycle.on_trial_complete = self._experiments.trial_completed
         self._feed = ChangeFeed(
             self._store,
             self._lifecycle.live,
             self._lifecycle.follow,
+            on_experiments=self._experiments.refresh,
             wait_s=self.settings.feed_wait_s,
             observer=self._feed_observer,
         )
@@ -220,6 +248,9 @@ class RecommendationService:
             await lifecycle.start_background()
         else:
             await lifecycle.follow()
+        experiments = self.experiments
+        await experiments.refresh()
+        experiments.start_logging()
         self._leadership_task = asyncio.get_running_loop().create_task(
             self._keep_leadership(lifecycle), name="leadership"
         )
@@ -259,6 +290,10 @@ class RecommendationService:
                     await lifecycle.lead()
             except StoreError as exc:
                 log.warning("leadership check: %s", exc)
+            try:
+                await self.experiments.tick()
+            except (StoreError, ServiceError, BackendError) as exc:
+                log.warning("experiments: %s", exc)
 
     # --- state -----------------------------------------------------------------
 
@@ -277,6 +312,12 @@ class RecommendationService:
     @property
     def lifecycle(self) -> ModelLifecycle:
         return self._running()
+
+    @property
+    def experiments(self) -> Experiments:
+        if self._experiments is None:
+            raise NotReady("the service is not running")
+        return self._experiments
 
     @property
     def store(self) -> ArticleStore:
@@ -346,17 +387,31 @@ class RecommendationService:
         top_k: int,
         locale: str | None,
         model_version: int | None = None,
+        assignment_key: str | None = None,
     ) -> Recommendation:
-        """Rank with the active version, or with `model_version` if it serves (active, or
-        a complete standby: how an A/B split or a comparison picks the other version)."""
+        """Rank with the active version, with `model_version` if it serves (active, or a
+        complete standby), or with the arm of the running experiment (by the account or
+        `assignment_key`); then drop what scores below the account's minimum and log it."""
         # One read of the version: its backend embeds the query and its index ranks
         # it, whatever switch happens meanwhile.
         live = self._ready().live
-        model = live.active if model_version is None else live.serving(model_version)
+        experiments = self.experiments
+        route = None if model_version is not None else experiments.route(account_id, assignment_key)
+        if route is not None:
+            model = route.model
+        else:
+            model = live.active if model_version is None else live.serving(model_version)
         if model.index.account(account_id) is None:
             raise UnknownAccount(account_id)
-        articles = await model.rank(text, RankRequest(account_id, top_k, locale))
-        return Recommendation(model.number, articles)
+        ranked = await model.rank(text, RankRequest(account_id, top_k, locale))
+        articles = experiments.min_scores.keep(account_id, ranked)
+        request_id = uuid.uuid4().hex
+        experiments.record(request_id, account_id, model.number, articles, route, text)
+        if route is None:
+            return Recommendation(model.number, articles, request_id)
+        return Recommendation(
+            model.number, articles, request_id, route.experiment_id, route.arm.value
+        )
 
     async def put_article(self, article: Article) -> tuple[StoredArticle, bool]:
         """Store, embed and index one article in every live version; True if created."""

@@ -82,6 +82,21 @@ SETTING_HELP: Final[dict[str, str]] = {
         "version in one GPU array, CuPy) or auto (cuda when CuPy finds a GPU)"
     ),
     "ranking_dtype": "GPU ranking: float32 or float16 article vectors (scores are float32)",
+    "recommendation_log": (
+        "log every answered request (ids, scores, version, arm; off the request path) for "
+        "feedback, experiment reports and threshold suggestions"
+    ),
+    "log_query_text": "also log the ticket text of each request (privacy: off by default)",
+    "log_retention_days": "days logged requests and their feedback are kept (0: for ever)",
+    "log_flush_ms": (
+        "the log is written in batches this often; feedback waits up to this long for a "
+        "request not yet written"
+    ),
+    "log_max_queue": "logged requests waiting to be written before further ones are dropped",
+    "min_score": (
+        "default minimum score of a returned recommendation (-1: all); an account's own "
+        "minimum (PUT /v1/accounts/{id}/settings) wins"
+    ),
     "backfill_share": "most of the backend's time re-embedding for a new version may take (0-1]",
     "backfill_step_tokens": "most padded tokens per re-embedding call (a query waits <= one)",
     "admin_token_file": (
@@ -155,6 +170,18 @@ class InferenceSettings:
 
 
 @dataclass(frozen=True)
+class ImportSettings:
+    max_import_articles: int = 10_000
+    max_concurrent_imports: int = 1
+    import_chunk_articles: int = 256
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self, "max_import_articles", "max_concurrent_imports", "import_chunk_articles"
+        )
+
+
+@dataclass(frozen=True)
 class AccessSettings:
     """Authentication and the accounts' default quotas (server.http.auth)."""
 
@@ -196,18 +223,6 @@ class FeedbackSettings:
             raise ValueError(f"min_score must be in [-1, 1], got {self.min_score}")
 
 
-@dataclass(frozen=True)
-class ImportSettings:
-    max_import_articles: int = 10_000
-    max_concurrent_imports: int = 1
-    import_chunk_articles: int = 256
-
-    def __post_init__(self) -> None:
-        require_positive(
-            self, "max_import_articles", "max_concurrent_imports", "import_chunk_articles"
-        )
-
-
 # A section's knobs are named by its fields, behind this prefix.
 SECTION_PREFIX: Final = {"backfill": "backfill_"}
 
@@ -224,6 +239,7 @@ class Settings:
     inference: InferenceSettings = field(default_factory=InferenceSettings)
     imports: ImportSettings = field(default_factory=ImportSettings)
     access: AccessSettings = field(default_factory=AccessSettings)
+    feedback: FeedbackSettings = field(default_factory=FeedbackSettings)
     backfill: BackfillPacing = field(default_factory=BackfillPacing)
 
     def __post_init__(self) -> None:

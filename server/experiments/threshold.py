@@ -58,3 +58,11 @@ def measured_precision(judged: Sequence[Judged], threshold: float) -> float | No
     """Precision of the requests answered at `threshold` (None if none is)."""
     answered = [j for j in judged if j.top_score >= threshold]
     return sum(j.right for j in answered) / len(answered) if answered else None
+
+
+def between_scores(curve: Sequence[CurvePoint], point: CurvePoint) -> float:
+    """A minimum score answering exactly the requests of `point`: halfway down to the next
+    lower top score, so scores rounded in the log or the response do not move a request
+    across it (the point's own threshold when nothing scores lower)."""
+    lower = [p.threshold for p in curve if p.threshold < point.threshold]
+    return (point.threshold + max(lower)) / 2 if lower else point.threshold

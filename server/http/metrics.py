@@ -70,6 +70,19 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        # Per experiment arm (experiment ids are few: one runs at a time).
+        self.arm_requests = Counter(
+            "kbrec_experiment_requests",
+            "requests answered by an experiment's arm",
+            ["experiment_id", "arm"],
+            registry=self.registry,
+        )
+        self.arm_feedback = Counter(
+            "kbrec_experiment_feedback",
+            "feedback events recorded about an experiment's requests, by arm and event",
+            ["experiment_id", "arm", "event"],
+            registry=self.registry,
+        )
         # Label children by label values; bounded: methods, route templates, statuses.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._batch_children: dict[Lane, tuple[Any, Any, Any]] = {}
@@ -104,6 +117,12 @@ class Metrics:
 
     def observe_feed_delay(self, seconds: float) -> None:
         self.feed_delay.observe(seconds)
+
+    def observe_arm_request(self, experiment_id: str, arm: str) -> None:
+        self.arm_requests.labels(experiment_id, arm).inc()
+
+    def observe_feedback(self, experiment_id: str, arm: str, event: str) -> None:
+        self.arm_feedback.labels(experiment_id, arm, event).inc()
 
     def watch(self, service: RecommendationService) -> None:
         self.registry.register(ServiceCollector(service))
@@ -155,7 +174,30 @@ class ServiceCollector(Collector):
         if self._service.active_version is not None:
             active.add_metric([], self._service.active_version)
         yield active
+        yield from self._recommendation_log_metrics()
         yield from self._lifecycle_metrics()
+
+    def _recommendation_log_metrics(self) -> Iterator[Metric]:
+        try:
+            recommendation_log = self._service.experiments.log
+        except NotReady:
+            return
+        if recommendation_log is None:
+            return
+        stats = recommendation_log.stats
+        yield CounterMetricFamily(
+            "kbrec_recommendation_log_written", "requests written to the log", stats.written
+        )
+        yield CounterMetricFamily(
+            "kbrec_recommendation_log_dropped",
+            "requests not logged: the queue was full (the store was too slow or failing)",
+            stats.dropped,
+        )
+        yield GaugeMetricFamily(
+            "kbrec_recommendation_log_pending",
+            "requests waiting to be written",
+            recommendation_log.pending,
+        )
 
     def _lifecycle_metrics(self) -> Iterator[Metric]:
         try:

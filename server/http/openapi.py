@@ -9,6 +9,7 @@ from starlette.responses import JSONResponse
 
 from kbrec.records import MAX_ID_LENGTH
 from kbrec.repository import MAX_VERSION
+from server.http.openapi_experiments import EXPERIMENT_PATHS, EXPERIMENT_SCHEMAS
 from server.http.payloads import DEFAULT_TOP_K, MAX_TOP_K
 
 ID_SCHEMA = {"type": "string", "pattern": "^[A-Za-z0-9._-]+$", "maxLength": MAX_ID_LENGTH}
@@ -95,7 +96,15 @@ SCHEMAS: dict[str, Any] = {
                 "type": "integer",
                 "minimum": 1,
                 "description": "rank with this version instead of the active one: it must "
-                "be serving (active, or the complete standby; else 409)",
+                "be serving (active, or the complete standby; else 409); outside any "
+                "experiment",
+            },
+            "assignment_key": {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 200,
+                "description": "a user or ticket key: in an experiment by key, every request "
+                "with the same key (in the account) gets the same arm (default: the account)",
             },
         },
     },
@@ -103,10 +112,15 @@ SCHEMAS: dict[str, Any] = {
         "type": "object",
         "required": ["request_id", "model_version", "articles"],
         "properties": {
-            "request_id": {"type": "string"},
+            "request_id": {
+                "type": "string",
+                "description": "32 hex digits; names the request for POST /v1/feedback",
+            },
             "model_version": {"type": "integer"},
             "articles": {
                 "type": "array",
+                "description": "best first; only articles scoring at least the account's "
+                "minimum score (an empty list is a valid answer)",
                 "items": {
                     "type": "object",
                     "required": ["article_id", "title", "score"],
@@ -117,8 +131,14 @@ SCHEMAS: dict[str, Any] = {
                     },
                 },
             },
+            "experiment_id": {
+                "type": "string",
+                "description": "only while an experiment's arm answered the request",
+            },
+            "arm": {"type": "string", "enum": ["control", "treatment"]},
         },
     },
+    **EXPERIMENT_SCHEMAS,
     "ArticleInput": {
         "type": "object",
         "required": ["title", "body"],
@@ -245,6 +265,7 @@ DOCUMENT: dict[str, Any] = {
             "get": {"summary": "Model loaded, index built", "responses": {"200": OK, **errors(503)}}
         },
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": OK}}},
+        **EXPERIMENT_PATHS,
     },
     "components": {"schemas": SCHEMAS},
 }

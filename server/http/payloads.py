@@ -28,6 +28,7 @@ class RecommendationQuery:
     top_k: int
     locale: str | None
     model_version: int | None = None  # None: the active version
+    assignment_key: str | None = None  # a user or ticket key: its experiment arm sticks
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,19 @@ def parse_recommendation(data: object, max_text_bytes: int | None = None) -> Rec
         top_k=top_k_field(body),
         locale=optional_locale(body),
         model_version=optional_version(body),
+        assignment_key=optional_key(body, "assignment_key"),
     )
+
+
+MAX_KEY_LENGTH = 200
+
+
+def optional_key(data: dict[str, Any], name: str) -> str | None:
+    """A caller's opaque key (a user or ticket id): 1-200 printable characters."""
+    value = optional_string(data, name)
+    if value is not None and not (0 < len(value) <= MAX_KEY_LENGTH and value.isprintable()):
+        raise InvalidRequest(f"{name!r} must be 1-{MAX_KEY_LENGTH} printable characters")
+    return value
 
 
 def capped_text(text: str, max_bytes: int | None) -> str:

@@ -9,8 +9,11 @@ from starlette.routing import BaseRoute, Route
 
 from server.http.auth import Access, guarded_route
 from server.http.openapi_access import openapi_document
+from server.http.routes.account_settings import account_settings
 from server.http.routes.accounts import account_keys, create_account, get_account, revoke_key
 from server.http.routes.articles import article, import_articles
+from server.http.routes.experiments import experiment, experiments, stop_experiment
+from server.http.routes.feedback import feedback
 from server.http.routes.operations import activate_model, healthz, metrics, models, readyz
 from server.http.routes.recommendations import recommend
 
@@ -29,6 +32,14 @@ ROUTES: list[BaseRoute] = [
     guarded_route(ACCOUNT, get_account, ["GET"], Access.ACCOUNT),
     guarded_route(f"{ACCOUNT}/keys", account_keys, ["GET", "POST"], Access.ADMIN),
     guarded_route(f"{ACCOUNT}/keys/{{key_id}}", revoke_key, ["DELETE"], Access.ADMIN),
+    # An account reads its minimum score; the admin sets it.
+    guarded_route(f"{ACCOUNT}/settings", account_settings, ["GET"], Access.ACCOUNT),
+    guarded_route(f"{ACCOUNT}/settings", account_settings, ["PUT"], Access.ADMIN),
+    # The logged request names the account: the handler checks it (`require_account`).
+    guarded_route("/v1/feedback", feedback, ["POST"], Access.CALLER),
+    guarded_route("/v1/experiments", experiments, ["GET", "POST"], Access.ADMIN),
+    guarded_route("/v1/experiments/{experiment_id}", experiment, ["GET"], Access.ADMIN),
+    guarded_route("/v1/experiments/{experiment_id}/stop", stop_experiment, ["POST"], Access.ADMIN),
     guarded_route("/v1/models", models, ["GET"], Access.ADMIN),
     guarded_route("/v1/models/{version}/activate", activate_model, ["POST"], Access.ADMIN),
     guarded_route("/healthz", healthz, ["GET"], Access.OPEN),

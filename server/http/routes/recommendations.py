@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
@@ -30,21 +28,27 @@ async def recommend(request: Request) -> JSONResponse:
         # A client that leaves while its query waits takes its query out of the batcher.
         async with cancelled_if_client_leaves(request):
             result = await service.recommend(
-                query.account_id, query.text, query.top_k, query.locale, query.model_version
+                query.account_id,
+                query.text,
+                query.top_k,
+                query.locale,
+                query.model_version,
+                query.assignment_key,
             )
     except ClientDisconnected:
         return error_response(CLIENT_CLOSED_REQUEST, "client_closed_request", "client left")
-    return JSONResponse(
-        {
-            "request_id": uuid.uuid4().hex,
-            "model_version": result.model_version,
-            "articles": [
-                {
-                    "article_id": article.article_id,
-                    "title": article.title,
-                    "score": round(article.score, SCORE_DECIMALS),
-                }
-                for article in result.articles
-            ],
-        }
-    )
+    body = {
+        "request_id": result.request_id,
+        "model_version": result.model_version,
+        "articles": [
+            {
+                "article_id": article.article_id,
+                "title": article.title,
+                "score": round(article.score, SCORE_DECIMALS),
+            }
+            for article in result.articles
+        ],
+    }
+    if result.experiment_id is not None:  # only in an experiment: the fields above as before
+        body.update(experiment_id=result.experiment_id, arm=result.arm)
+    return JSONResponse(body)

@@ -7,7 +7,13 @@ import random
 import pytest
 
 from server.experiments.assignment import Arm, arm_for, unit_position
-from server.experiments.threshold import Judged, measured_precision, precision_coverage, suggest
+from server.experiments.threshold import (
+    Judged,
+    between_scores,
+    measured_precision,
+    precision_coverage,
+    suggest,
+)
 
 
 def test_assignment_is_sticky_balanced_and_independent() -> None:
@@ -57,3 +63,14 @@ def test_the_suggested_threshold_holds_on_new_requests() -> None:
     assert point is not None and 0.2 < point.coverage < 0.8
     precision = measured_precision(check, point.threshold)
     assert precision is not None and abs(precision - 0.9) < 0.02
+
+
+def test_a_threshold_between_scores_answers_the_same_requests() -> None:
+    judged = [Judged(0.9, True), Judged(0.8, True), Judged(0.8, False), Judged(0.5, False)]
+    curve = precision_coverage(judged)
+    assert between_scores(curve, curve[0]) == pytest.approx(0.85)
+    assert between_scores(curve, curve[1]) == pytest.approx(0.65)
+    assert between_scores(curve, curve[2]) == 0.5  # nothing scores lower
+    for point in curve:
+        answered = [j for j in judged if j.top_score >= between_scores(curve, point)]
+        assert len(answered) == point.answered

@@ -50,6 +50,8 @@ class Case:
 
 ARTICLE = "/v1/accounts/{account_id}/articles/{article_id}"
 KEYS = "/v1/accounts/{account_id}/keys"
+SETTINGS = "/v1/accounts/{account_id}/settings"
+EXPERIMENT = "/v1/experiments/{experiment_id}"
 ACCOUNT_ROUTE = {"own": 200, "admin": 200}
 ADMIN_ROUTE = {"admin": 200}
 EVERYONE = dict.fromkeys(CALLERS, 200)
@@ -82,6 +84,21 @@ CASES = [
         "/v1/accounts/acme/keys/{throwaway}",
         {"admin": 204},
     ),
+    Case("GET", SETTINGS, "/v1/accounts/acme/settings", ACCOUNT_ROUTE),
+    Case("PUT", SETTINGS, "/v1/accounts/acme/settings", ADMIN_ROUTE, {"min_score": None}),
+    # Any valid caller gets past the guard; a logged request's account is checked after
+    # (tests/server/experiments/test_feedback_scope.py): this one was never logged.
+    Case(
+        "POST",
+        "/v1/feedback",
+        "/v1/feedback",
+        {"own": 404, "other": 404, "admin": 404},
+        {"request_id": "0" * 32, "event": "ticket_solved"},
+    ),
+    Case("GET", "/v1/experiments", "/v1/experiments", ADMIN_ROUTE),
+    Case("POST", "/v1/experiments", "/v1/experiments", {"admin": 422}, {}),
+    Case("GET", EXPERIMENT, "/v1/experiments/exp-0", {"admin": 404}),
+    Case("POST", EXPERIMENT + "/stop", "/v1/experiments/exp-0/stop", {"admin": 404}, {}),
     Case("GET", "/v1/models", "/v1/models", ADMIN_ROUTE),
     Case("POST", "/v1/models/{version}/activate", "/v1/models/1/activate", ADMIN_ROUTE),
     Case("GET", "/metrics", "/metrics", ADMIN_ROUTE),
