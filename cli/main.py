@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "serve",
     "triton",
     "loadtest",
+    "experiment",
+    "threshold",
 )
 
 
