@@ -81,13 +81,14 @@ def run_report(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "report.md").write_text(markdown, encoding="utf-8")
+        from server.experiments.report_plot import write_report_png
+
         try:
-            from server.experiments.report_plot import write_report_png
+            write_report_png(report, args.out / "report.png")
         except ImportError as exc:  # matplotlib: the loadtest extra
             raise CommandError(
                 f"wrote {args.out / 'report.md'}; the PNG needs matplotlib ({exc}): "
                 "pip install 'kbrec[loadtest]'"
             ) from exc
-        write_report_png(report, args.out / "report.png")
         print(f"\nwrote {args.out / 'report.md'} and {args.out / 'report.png'}")
     return 0
