@@ -197,6 +197,16 @@ def p_text(p: float) -> str:
     return "< 0.0001" if p < 1e-4 else f"{p:.4f}"
 
 
+def p_phrase(p: float) -> str:
+    """ "p < 0.0001" or "p = 0.0123"."""
+    return "p < 0.0001" if p < 1e-4 else f"p = {p:.4f}"
+
+
+def difference_text(difference: float, metric: str) -> str:
+    """MRR as a number, rates in percentage points."""
+    return f"{difference:+.3f}" if metric == "mrr" else f"{difference * 100:+.1f} pp"
+
+
 def estimate_text(estimate: Estimate, metric: str) -> str:
     if metric == "mrr":
         return f"{estimate.value:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
@@ -209,14 +219,14 @@ def verdict_text(report: ExperimentReport) -> str:
     label = LABELS[PRIMARY_METRIC]
     if winner is None:
         return (
-            f"No significant difference in {label} (p = {p_text(primary.p_value)}, "
+            f"No significant difference in {label} ({p_phrase(primary.p_value)}, "
             f"two-sided, against {ALPHA})."
         )
     figures = report.treatment if winner is Arm.TREATMENT else report.control
     return (
         f"The {winner.value} (model version {figures.model_version}) is better: {label} "
-        f"{primary.difference:+.1%} for the treatment, p = {p_text(primary.p_value)} "
-        f"(two-sided, < {ALPHA})."
+        f"{difference_text(primary.difference, PRIMARY_METRIC)} for the treatment, "
+        f"{p_phrase(primary.p_value)} (two-sided, < {ALPHA})."
     )
 
 
@@ -240,9 +250,7 @@ def report_markdown(report: ExperimentReport) -> str:
     ]
     for metric in METRICS:
         comparison = report.comparisons[metric]
-        difference = (
-            f"{comparison.difference:+.3f}" if metric == "mrr" else f"{comparison.difference:+.1%}"
-        )
+        difference = difference_text(comparison.difference, metric)
         lines.append(
             f"| {LABELS[metric]} | {estimate_text(control.estimates[metric], metric)} "
             f"| {estimate_text(treatment.estimates[metric], metric)} | {difference} "

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from server.experiments.report import LABELS, METRICS, PRIMARY_METRIC, ExperimentReport, p_text
+from server.experiments.report import LABELS, METRICS, PRIMARY_METRIC, ExperimentReport, p_phrase
 
 DPI: Final = 110
 WIDTH: Final = 0.38
@@ -43,8 +43,8 @@ def write_report_png(report: ExperimentReport, path: Path) -> Path:
     axes.set_xticks(
         range(len(METRICS)),
         [
-            f"{LABELS[m]}{' *' if m == PRIMARY_METRIC else ''}\np = "
-            f"{p_text(report.comparisons[m].p_value)}"
+            f"{LABELS[m]}{' *' if m == PRIMARY_METRIC else ''}\n"
+            f"{p_phrase(report.comparisons[m].p_value)}"
             for m in METRICS
         ],
         fontsize=7,
