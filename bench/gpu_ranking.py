@@ -26,6 +26,7 @@ service dependencies), so it runs on a bare GPU machine (bench/gpu_check.sh).
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -230,9 +231,11 @@ def run(args: argparse.Namespace) -> tuple[list[Row], list[str]]:
         if anchor is not None and batch == max(args.batches):
             share = agreement(index, anchor, batches[0])
             notes.append(f"same top-{TOP_K} sets as the anchor for {share:.1%} of a batch")
+    threads = os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
     notes.append(
         f"IndexRanker on the first {args.cpu_accounts} accounts (same sizes): its cost per "
-        "query depends on the account's size, not on the number of accounts"
+        "query depends on the account's size, not on the number of accounts; BLAS threads: "
+        f"{threads or 'the default'}"
     )
     return rows, notes
 

@@ -134,6 +134,8 @@ def convert(options: ConvertOptions, log: Callable[[str], None] = print) -> Conv
     size = (path / MODEL_FILE).stat().st_size
     log(f"published version {version} at {path}")
     log(f"model size {size / 1e6:.1f} MB")
+    if fp16 is not None:
+        log(f"FP16 model size {(path / FP16_MODEL_FILE).stat().st_size / 1e6:.1f} MB")
     return ConvertResult(
         version=version, path=path, opset=opset, parity=report, model_bytes=size, fp16=fp16
     )

@@ -248,6 +248,8 @@ class DeviceIndex:
             segment.pending.clear()
         self._dirty.clear()
         self._pending_rows = 0
+        if not rows:  # written and deleted again before any upload
+            return
         xp = self.arrays.xp
         where = xp.asarray(np.array(rows, dtype=np.int64))
         self._vectors[where] = xp.asarray(np.stack(vectors).astype(self.dtype))

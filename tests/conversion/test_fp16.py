@@ -48,7 +48,7 @@ def test_an_fp16_version_keeps_the_contract_and_records_its_check(
         "--fp16", "--corpus", str(tiny_corpus),
     )  # fmt: skip
     assert status == 0, err
-    assert "FP16 vs FP32 on 36 articles" in out
+    assert "FP16 vs FP32 on 36 articles" in out and "FP16 model size" in out
     version = repository / "encoder" / "1"
     full, half = version / "model.onnx", version / FP16_MODEL_FILE
     assert (

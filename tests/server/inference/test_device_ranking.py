@@ -314,6 +314,16 @@ def test_a_bulk_load_ranks_and_takes_writes_as_upserts_do(arrays: ArrayModule, d
         both.device.load_accounts(loaded, np.zeros((3, dim), dtype=np.float32))
 
 
+def test_an_article_written_and_deleted_before_any_ranking(arrays: ArrayModule) -> None:
+    both = Both(arrays, "float32", dim=3)
+    both.upsert("acme", IndexEntry("kept", "", None), np.array([1, 0, 0], dtype=np.float32))
+    both.assert_same_ranking(np.ones((1, 3), "f4"), [RankRequest("acme", 5)])
+    both.upsert("acme", IndexEntry("brief", "", None), np.array([0, 1, 0], dtype=np.float32))
+    assert both.remove("acme", "brief")  # its vector never reached the device
+    (result,) = both.assert_same_ranking(np.ones((1, 3), "f4"), [RankRequest("acme", 5)])
+    assert [r.article_id for r in result] == ["kept"]
+
+
 def test_small_gather_budget_splits_the_batch_not_the_results(arrays: ArrayModule) -> None:
     rng = np.random.default_rng(2)
     dim = 8
