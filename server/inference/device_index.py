@@ -5,7 +5,8 @@ account's articles are one segment of rows, `[start, start + length)`, with spar
 to `start + capacity`, so a batch of queries is ranked by gathering the segments it
 needs in a fixed number of array calls (server.inference.device_ranking). The host keeps
 what a ranking returns and its tie-break needs: each row's entry and the rank of its
-article_id among its account's ids.
+article_id among its account's ids (sorted again, once per account that changed, before
+the next batch is ranked).
 
 Writes never upload the array again:
 - a new article is appended in its segment's spare room; a full segment moves to the
@@ -23,7 +24,6 @@ Like `VersionIndex`, it holds one model version and is used from the event loop 
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterator, Sequence
 from typing import Any, Final
 
@@ -40,14 +40,13 @@ FLUSH_ROWS: Final = 1 << 14
 class Segment:
     """One account's rows: positions 0..length-1 are `start + position` in the array."""
 
-    __slots__ = ("capacity", "length", "pending", "row_of", "sorted_ids", "start")
+    __slots__ = ("capacity", "length", "pending", "row_of", "start")
 
     def __init__(self, start: int, capacity: int) -> None:
         self.start = start
         self.capacity = capacity
         self.length = 0
         self.row_of: dict[str, int] = {}  # article_id → position
-        self.sorted_ids: list[str] = []  # the tie-break order of the account's ids
         # position → (float32 vector, locale code), written since the last upload
         self.pending: dict[int, tuple[np.ndarray, int]] = {}
 
@@ -92,6 +91,9 @@ class DeviceIndex:
         self._locale_code_of: dict[str | None, int] = {}
         self._dirty: set[Segment] = set()
         self._pending_rows = 0
+        # Segments whose id ranks are out of date: ranked again, in one sort, before the
+        # next batch (a write costs no O(account) work of its own).
+        self._unranked: set[Segment] = set()
 
     # --- ArticleIndex -------------------------------------------------------------
 
@@ -123,25 +125,22 @@ class DeviceIndex:
         if position is None:
             return False
         start, last = segment.start, segment.length - 1
-        rank = int(self._id_rank[start + position])
-        del segment.sorted_ids[rank]
-        ranks = self._id_rank[start : start + segment.length]
-        ranks[ranks > rank] -= 1
         if position != last:
             moved = self._entry_at[start + last]
             assert moved is not None
             self._entry_at[start + position] = moved
             segment.row_of[moved.article_id] = position
-            self._id_rank[start + position] = self._id_rank[start + last]
             self._move_row(segment, last, position)
         else:
             self._drop_pending(segment, position)
         self._entry_at[start + last] = None
         segment.length -= 1
+        self._unranked.add(segment)
         if segment.length == 0:
             # An account exists while it has articles (the same rule after a restart).
             del self._segments[account_id]
             self._dirty.discard(segment)
+            self._unranked.discard(segment)
             self._live_capacity -= segment.capacity
         return True
 
@@ -149,6 +148,7 @@ class DeviceIndex:
         """Forget every account (before a reload from the store); the arrays are kept."""
         self._segments.clear()
         self._dirty.clear()
+        self._unranked.clear()
         self._pending_rows = 0
         self._end = self._live_capacity = 0
         self._entry_at = [None] * self._rows
@@ -189,10 +189,8 @@ class DeviceIndex:
             segment.row_of = dict(zip(ids, range(count), strict=True))
             if len(segment.row_of) != count:
                 raise ValueError(f"account {account_id!r} has an article_id twice")
-            order = sorted(range(count), key=ids.__getitem__)
-            segment.sorted_ids = [ids[i] for i in order]
             segment.length = count
-            self._id_rank[np.asarray(order, dtype=np.int64) + start] = np.arange(count)
+            self._rank_ids(start, ids)
             self._entry_at[start : start + count] = entries
             codes[start : start + count] = [self._locale_code(e.locale) for e in entries]
             if count:
@@ -215,7 +213,8 @@ class DeviceIndex:
 
     @property
     def id_ranks(self) -> np.ndarray:
-        """int64 [rows] on the host: a row's article_id rank within its account."""
+        """int64 [rows] on the host: a row's article_id rank within its account (current
+        after `flush`)."""
         return self._id_rank
 
     @property
@@ -234,7 +233,15 @@ class DeviceIndex:
         return self._locale_code_of.get(locale)
 
     def flush(self) -> None:
-        """Upload the vectors written since the last upload, in one copy."""
+        """Make the index current for ranking: upload the vectors written since the last
+        upload, in one copy, and rank the ids of the accounts that changed."""
+        for segment in self._unranked:
+            rows = range(segment.start, segment.start + segment.length)
+            self._rank_ids(segment.start, [self.entry(row).article_id for row in rows])
+        self._unranked.clear()
+        self._upload()
+
+    def _upload(self) -> None:
         if not self._dirty:
             return
         rows: list[int] = []
@@ -284,14 +291,15 @@ class DeviceIndex:
 
     def _append(self, segment: Segment, article_id: str) -> int:
         position = segment.length
-        rank = bisect.bisect_left(segment.sorted_ids, article_id)
-        segment.sorted_ids.insert(rank, article_id)
-        ranks = self._id_rank[segment.start : segment.start + position]
-        ranks[ranks >= rank] += 1
-        self._id_rank[segment.start + position] = rank
         segment.row_of[article_id] = position
         segment.length += 1
+        self._unranked.add(segment)
         return position
+
+    def _rank_ids(self, start: int, ids: list[str]) -> None:
+        """Rows from `start` get the rank of their id among `ids` (the tie-break)."""
+        order = sorted(range(len(ids)), key=ids.__getitem__)
+        self._id_rank[np.asarray(order, dtype=np.int64) + start] = np.arange(len(ids))
 
     def _stage(self, segment: Segment, position: int, vector: np.ndarray, code: int) -> None:
         if position not in segment.pending:
@@ -299,7 +307,7 @@ class DeviceIndex:
         segment.pending[position] = (vector, code)
         self._dirty.add(segment)
         if self._pending_rows >= FLUSH_ROWS:
-            self.flush()
+            self._upload()
 
     def _drop_pending(self, segment: Segment, position: int) -> None:
         if segment.pending.pop(position, None) is not None:

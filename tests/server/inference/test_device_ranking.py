@@ -140,6 +140,10 @@ def test_ties_break_by_article_id_also_at_the_kth_place(arrays: ArrayModule, dty
     for k in range(1, 7):
         (result,) = both.assert_same_ranking(same[None], [RankRequest("acme", k)])
         assert [r.article_id for r in result] == ["a", "b", "c", "d", "e", "f"][:k]
+    assert both.remove("acme", "a") and both.remove("acme", "d")  # rows move, ids re-rank
+    both.upsert("acme", IndexEntry("0", "0", None), same)
+    (result,) = both.assert_same_ranking(same[None], [RankRequest("acme", 3)])
+    assert [r.article_id for r in result] == ["0", "b", "c"]
 
 
 def test_locale_filters(arrays: ArrayModule) -> None:
