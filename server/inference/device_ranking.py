@@ -183,11 +183,13 @@ def score_chunk(
     # [accounts, longest, queries per account]: the gathered rows stay the left operand,
     # contiguous, so the matmul never copies them.
     scores = xp.matmul(gathered, queries[query_rows_d].transpose(0, 2, 1))
-    scores = scores.transpose(0, 2, 1)[account_d, slot_d]  # [batch, longest]
-    keep = valid[account_d] & (
-        (wanted_d[:, None] == NO_LOCALE_FILTER)
-        | (index.locale_codes[rows][account_d] == wanted_d[:, None])
-    )
+    if per_account == 1:  # one query per account: the batch is in account order already
+        scores, keep, codes = scores[:, :, 0], valid, index.locale_codes[rows]
+    else:  # [batch, longest]
+        scores = scores.transpose(0, 2, 1)[account_d, slot_d]
+        keep, codes = valid[account_d], index.locale_codes[rows][account_d]
+    if (wanted != NO_LOCALE_FILTER).any():  # else no array work for locales at all
+        keep = keep & ((wanted_d[:, None] == NO_LOCALE_FILTER) | (codes == wanted_d[:, None]))
     scores = xp.where(keep, scores, -xp.inf)
     best = scores
     if kept < longest:
@@ -219,9 +221,8 @@ def ordered_results(
     index: DeviceIndex, candidates: Candidates, requests: Sequence[RankRequest]
 ) -> list[list[ScoredArticle]]:
     """Per request: candidates by score desc, article_id asc, cut at k (host, vectorised)."""
-    results: list[list[ScoredArticle]] = [[] for _ in requests]
     if candidates.request.size == 0:
-        return results
+        return [[] for _ in requests]
     id_rank = index.id_ranks[candidates.row]
     order = np.lexsort((id_rank, -candidates.score, candidates.request))
     request = candidates.request[order]
@@ -230,15 +231,17 @@ def ordered_results(
     keep = np.arange(request.size) - first_of_request < top_k[request]
     chosen = order[keep]
     entries = index.row_entries
-    for position, row, score in zip(
-        candidates.request[chosen].tolist(),
-        candidates.row[chosen].tolist(),
-        candidates.score[chosen].tolist(),
-        strict=True,
-    ):
-        entry = entries[row]
-        results[position].append(ScoredArticle(entry.article_id, entry.title, score))
-    return results
+    made = [
+        ScoredArticle(entry.article_id, entry.title, score)  # type: ignore[union-attr]
+        for entry, score in zip(
+            map(entries.__getitem__, candidates.row[chosen].tolist()),
+            candidates.score[chosen].tolist(),
+            strict=True,
+        )
+    ]
+    # `made` is in request order: one slice per request.
+    ends = np.cumsum(np.bincount(request[keep], minlength=len(requests))).tolist()
+    return [made[start:end] for start, end in zip([0, *ends[:-1]], ends, strict=True)]
 
 
 def empty_candidates() -> Candidates:

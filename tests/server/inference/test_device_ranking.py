@@ -119,6 +119,10 @@ def test_random_batches_give_the_host_rankers_ids_order_and_scores(
     for batch in (1, 7, 64, 256):
         requests = random_requests(rng, list(sizes), batch)
         both.assert_same_ranking(dyadic(rng, batch, dim), requests)
+    # One query per account (the batch in account order), with and without locales.
+    for locale in (None, "de"):
+        requests = [RankRequest(account, 10, locale) for account in sizes]
+        both.assert_same_ranking(dyadic(rng, len(requests), dim), requests)
 
 
 def test_a_batch_of_one_account_and_every_k_up_to_100(arrays: ArrayModule, dtype: str) -> None:
