@@ -355,6 +355,8 @@ class Experiments:
         return deleted
 
     async def _repair(self) -> None:
+        if self._open is None and self._lifecycle.trial is None:
+            return  # nothing half done (`_open` follows the store through the feed)
         records = await self._store.experiment_records()
         record = next((r for r in records if r.open), None)
         trial = self._lifecycle.trial

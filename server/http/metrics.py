@@ -86,6 +86,7 @@ class Metrics:
         # Label children by label values; bounded: methods, route templates, statuses.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._batch_children: dict[Lane, tuple[Any, Any, Any]] = {}
+        self._arm_children: dict[tuple[str, str], Any] = {}
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         method = method if method in KNOWN_METHODS else "OTHER"
@@ -119,7 +120,12 @@ class Metrics:
         self.feed_delay.observe(seconds)
 
     def observe_arm_request(self, experiment_id: str, arm: str) -> None:
-        self.arm_requests.labels(experiment_id, arm).inc()
+        child = self._arm_children.get((experiment_id, arm))
+        if child is None:
+            child = self._arm_children[(experiment_id, arm)] = self.arm_requests.labels(
+                experiment_id, arm
+            )
+        child.inc()
 
     def observe_feedback(self, experiment_id: str, arm: str, event: str) -> None:
         self.arm_feedback.labels(experiment_id, arm, event).inc()
