@@ -109,3 +109,26 @@ def test_a_failed_batch_is_written_at_the_next_flush(tmp_path: Path) -> None:
         await store.close()
 
     run(test)
+
+
+def test_the_retention_prunes_old_requests_only(tmp_path: Path) -> None:
+    from server.experiments.coordinator import Experiments, LogPolicy
+    from server.experiments.min_scores import MinScores
+    from server.storage.store import utc_now
+
+    async def test() -> None:
+        store = await SqliteArticleStore.open(tmp_path / "kbrec.sqlite")
+        old = LoggedRecommendation(
+            "0" * 32, "acme", 1, ("a1",), (0.5,), "2020-01-01T00:00:00.000+00:00"
+        )
+        new = LoggedRecommendation("1" * 32, "acme", 1, ("a1",), (0.5,), utc_now())
+        await store.log_recommendations([old, new])
+        # The pruning needs no lifecycle.
+        keep_all = Experiments(store, None, LogPolicy(retention_days=0), MinScores())  # type: ignore[arg-type]
+        assert await keep_all.prune_log() == 0
+        month = Experiments(store, None, LogPolicy(retention_days=30), MinScores())  # type: ignore[arg-type]
+        assert await month.prune_log() == 1
+        assert await logged_ids(store) == ["1" * 32]
+        await store.close()
+
+    run(test)
