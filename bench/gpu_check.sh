@@ -6,6 +6,7 @@
 #   bench/gpu_check.sh --prepare   # here, with PyPI: pytest's small wheels into .gpu-wheels/
 #   bench/gpu_check.sh             # on the GPU machine (Python 3.12, CuPy, PyTorch, NumPy;
 #                                  # no network): installs only those wheels, then runs
+#                                  # (.gpu-wheels/ is git-ignored: carry it along)
 #
 # The GPU machine lacks the service's dependencies (starlette, uvicorn, tokenizers, ...):
 # the tests run with --noconftest and the benchmark imports only NumPy, CuPy, PyTorch and

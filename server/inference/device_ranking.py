@@ -5,7 +5,7 @@ For a batch, whatever the number of accounts in it:
    segment start and length, which queries ask it, each query's locale and k);
 2. gather the accounts' rows, padded to the longest account of the batch:
    [accounts, longest, dim]; one batched matmul with the queries of each account:
-   [accounts, queries per account, longest] scores, in float32 also for a float16 index;
+   [accounts, longest, queries per account] scores, float32 also for a float16 index;
 3. mask padding and other locales, find each query's k-th best score (argpartition,
    then a sort of the k best), keep the rows at or above it: the k best plus any tied
    with the k-th, as `IndexRanker`'s `top_k` does;
