@@ -68,13 +68,14 @@ class ExperimentObserver(Protocol):
 
 @dataclass(frozen=True)
 class LogPolicy:
-    """What the recommendation log keeps (`--recommendation-log` and friends)."""
+    """What the recommendation log keeps (`--recommendation-log` and friends; their
+    defaults are `FeedbackSettings`')."""
 
-    enabled: bool = True
-    query_text: bool = False  # the ticket text too (privacy: off by default)
-    retention_days: float = 30.0  # 0: kept for ever
-    flush_s: float = 0.25
-    max_queue: int = 10_000
+    enabled: bool
+    query_text: bool  # the ticket text too
+    retention_days: float  # 0: kept for ever
+    flush_s: float
+    max_queue: int
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,6 @@ class Experiments:
         self._open = next((record for record in records if record.open), None)
         await self.min_scores.refresh(self._store)
         await self._update_routing()
-
-    @property
-    def open_experiment(self) -> ExperimentRecord | None:
-        return self._open
 
     async def _update_routing(self) -> None:
         record = self._open

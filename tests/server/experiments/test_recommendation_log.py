@@ -116,6 +116,9 @@ def test_the_retention_prunes_old_requests_only(tmp_path: Path) -> None:
     from server.experiments.min_scores import MinScores
     from server.storage.store import utc_now
 
+    def policy(days: float) -> LogPolicy:
+        return LogPolicy(True, False, days, flush_s=1, max_queue=10)
+
     async def test() -> None:
         store = await SqliteArticleStore.open(tmp_path / "kbrec.sqlite")
         old = LoggedRecommendation(
@@ -124,9 +127,9 @@ def test_the_retention_prunes_old_requests_only(tmp_path: Path) -> None:
         new = LoggedRecommendation("1" * 32, "acme", 1, ("a1",), (0.5,), utc_now())
         await store.log_recommendations([old, new])
         # The pruning needs no lifecycle.
-        keep_all = Experiments(store, None, LogPolicy(retention_days=0), MinScores())  # type: ignore[arg-type]
+        keep_all = Experiments(store, None, policy(0), MinScores())  # type: ignore[arg-type]
         assert await keep_all.prune_log() == 0
-        month = Experiments(store, None, LogPolicy(retention_days=30), MinScores())  # type: ignore[arg-type]
+        month = Experiments(store, None, policy(30), MinScores())  # type: ignore[arg-type]
         assert await month.prune_log() == 1
         assert await logged_ids(store) == ["1" * 32]
         await store.close()
