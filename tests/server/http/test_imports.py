@@ -312,7 +312,8 @@ def test_healthz_stays_fast_while_a_large_export_is_parsed(server: Server) -> No
     assert took > 1.0, f"the import took only {took:.2f} s: too small to show a stall"
     assert len(latencies) >= 10
     # On the loop, /healthz waited for the whole parse: more than half the import here.
-    # Relative, so that a machine slowed by other work slows both sides alike.
-    assert max(latencies) < took / 10, (
+    # Relative, so that a machine slowed by other work slows both sides alike; a quarter
+    # leaves room for one scheduling hiccup of a busy machine and still fails a stall.
+    assert max(latencies) < took / 4, (
         f"/healthz took up to {max(latencies):.3f} s during a {took:.2f} s import"
     )
