@@ -5,9 +5,7 @@ within its --key-cache-s)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 from kbrec.errors import CommandError
@@ -54,28 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def with_store(location: str, use: Callable[[ArticleStore], Awaitable[T]]) -> T:
-    """Open the existing store at `location`, run `use(store)`, close it; store failures
-    are one line (`CommandError`). A SQLite file must exist: keys go with articles."""
-    from server.storage.opening import describe, open_store, store_location
-    from server.storage.store import StoreError
+    """`cli.store_access.with_store`; keys go with articles: the store must exist."""
+    from cli.store_access import with_store as open_and_use
 
-    where = store_location(location)
-    if isinstance(where, Path) and not where.is_file():
-        raise CommandError(
-            f"no article store at {where}: `kbrec store import` creates one (or pass --db)"
-        )
-
-    async def run() -> T:
-        store = await open_store(where)
-        try:
-            return await use(store)
-        finally:
-            await store.close()
-
-    try:
-        return asyncio.run(run())
-    except StoreError as exc:
-        raise CommandError(f"{describe(where)}: {exc}") from exc
+    return open_and_use(location, use, "`kbrec store import` creates one (or pass --db)")
 
 
 def checked_account(account_id: str) -> str:
