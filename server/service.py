@@ -258,13 +258,17 @@ class RecommendationService:
     async def _wait_until_indexed(self, lifecycle: ModelLifecycle) -> None:
         """A follower is ready once every article has a vector of the active version in
         the store (the leader embeds what lacks one; the feed brings it here)."""
-        while missing := await lifecycle.live.count_missing(lifecycle.live.active):
+        store, feed = self._running_store(), self._following()
+        while True:
+            seen = await store.last_change_seq()
+            missing = await lifecycle.live.count_missing(lifecycle.live.active)
+            # Read after the count: the index then holds every vector the count saw.
+            await feed.catch_up()
+            if not missing:
+                return
             log.info("waiting for the leader to embed %d articles", missing)
-            await self._running_store().wait_for_change(
-                self._following().applied_seq, self.settings.leader_check_s
-            )
-            await self._following().catch_up()
-            if not lifecycle.leader and await self._running_store().try_lead():
+            await store.wait_for_change(seen, self.settings.leader_check_s)
+            if not lifecycle.leader and await store.try_lead():
                 log.info("the leader is gone: this process leads the model lifecycle")
                 await lifecycle.lead()  # embeds what is missing; the loop sees it done
 

@@ -76,6 +76,7 @@ class ChangeFeed:
         self._observer = observer
         self.stats = FeedStats()
         self._task: asyncio.Task[None] | None = None
+        self._catching_up = asyncio.Lock()
 
     @property
     def applied_seq(self) -> int:
@@ -96,7 +97,15 @@ class ChangeFeed:
             self._task = None
 
     async def catch_up(self) -> int:
-        """Apply every change committed so far; returns how many were applied."""
+        """Apply every change committed so far; returns how many were applied.
+
+        One caller at a time (the feed's task, a follower waiting to be ready): two
+        would read and apply the same changes, and the slower could set `applied_seq`
+        back."""
+        async with self._catching_up:
+            return await self._catch_up()
+
+    async def _catch_up(self) -> int:
         applied = 0
         while True:
             changes = await self._store.changes_since(self.stats.applied_seq, self._batch)
