@@ -231,12 +231,12 @@ def kbrec_launcher(args: argparse.Namespace) -> str:
 
 
 def single_version_repository(repository: Path, version: int, into: Path) -> Path:
-    """A repository holding only `version` (a link to it), so kbrec serves exactly that one."""
+    """A repository holding only a copy of `version`, so kbrec serves exactly that one (a
+    link would not do: kbrec refuses version directories that are symbolic links)."""
     source = version_dir(repository, version).resolve()
     if not source.is_dir():
         raise SystemExit(f"no version {version} in {repository}")
-    (into / MODEL_NAME).mkdir(parents=True)
-    (into / MODEL_NAME / str(version)).symlink_to(source, target_is_directory=True)
+    shutil.copytree(source, into / MODEL_NAME / str(version))
     return into
 
 

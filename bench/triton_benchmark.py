@@ -22,6 +22,7 @@ import argparse
 import datetime
 import os
 import shlex
+import shutil
 import sys
 import tempfile
 import time
@@ -83,7 +84,8 @@ def triton_counters(triton: TritonServer) -> Counters:
 
 
 def triton_view(repository: Path, version: int, out: Path, queue_delay_us: int) -> Path:
-    """A repository with a python-backend config.pbtxt and a link to the version directory."""
+    """A repository with a python-backend config.pbtxt and a copy of the version directory
+    (kbrec refuses version directories that are symbolic links)."""
     source = version_dir(repository, version)
     metadata = read_metadata(source)
     model = out / MODEL_NAME
@@ -96,7 +98,7 @@ def triton_view(repository: Path, version: int, out: Path, queue_delay_us: int) 
         max_queue_delay_us=queue_delay_us,
     )
     (model / CONFIG_FILE).write_text(config, encoding="utf-8")
-    (model / str(version)).symlink_to(source.resolve(), target_is_directory=True)
+    shutil.copytree(source.resolve(), model / str(version))
     return out
 
 
