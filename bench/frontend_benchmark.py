@@ -405,6 +405,27 @@ def stage_table(profiles: Sequence[Profiled], rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def thread_table(profiles: Sequence[Profiled], rows: Sequence[Row]) -> str:
+    """µs per request of each server thread (its share of the process's CPU × the
+    unprofiled CPU/req): which costs sit on the event loop and which beside it."""
+    clean = {(r.system, r.concurrency): r for r in rows}
+    by_name = [p.sampled.cpu_by_thread_name() for p in profiles]
+    names = list(dict.fromkeys(name for cpu in by_name for name in cpu))
+    head, rule = "| thread |", "|---|"
+    for p in profiles:
+        head += f" {p.system}: µs/req |"
+        rule += "---:|"
+    lines = [head, rule]
+    for name in names:
+        line = f"| {name} |"
+        for p, cpu in zip(profiles, by_name, strict=True):
+            total = sum(cpu.values())
+            share = cpu.get(name, 0.0) / total if total else 0.0
+            line += f" {share * clean[(p.system, p.row.concurrency)].cpu_us:.0f} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
 def profile_notes(profiles: Sequence[Profiled], rows: Sequence[Row]) -> list[str]:
     clean = {(r.system, r.concurrency): r for r in rows}
     out = []
@@ -526,6 +547,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             f'tokenizer thread waits (so most of tokenization is in this row). "{OTHER}": '
             "stacks no rule names. Executor threads count as hand-off while they take their "
             "next work item, also when runnable but waiting for the core.",
+            "",
+            f"### The server's CPU by thread (py-spy names, c={top})",
+            "",
+            thread_table(profiles, rows),
+            "",
+            "MainThread runs the event loop (HTTP, Starlette, the handler, the batcher, "
+            "ranking); tokenize_0 hands batches to the tokenizers' pool; ort-v1_0 runs the "
+            "model of version 1; sqlite_0 is the store's thread (the recommendation log's "
+            f'writes, the change feed\'s polls); "{NATIVE}": threads never seen in Python '
+            "code (the tokenizers' rayon pool, ONNX Runtime's own threads).",
         ]
     elapsed = datetime.datetime.now() - started
     out += ["", f"Load average at end: {load_average()}; {elapsed.seconds} s in all."]

@@ -37,7 +37,7 @@ DEFAULT_RATE: Final = 200  # samples per second and thread
 # (stage, pattern searched in a frame "function (path:line)"); the first rule that
 # matches a frame names its stage.
 StageRules = Sequence[tuple[str, re.Pattern[str]]]
-_THREAD: Final = re.compile(r"^thread \((0x[0-9a-fA-F]+|\d+)\)(?::.*)?$")
+_THREAD: Final = re.compile(r"^thread \((0x[0-9a-fA-F]+|\d+)\)(?::\s*(.*))?$")
 _SUMMARY: Final = re.compile(r"Samples: \d+ Errors: \d+")
 
 
@@ -50,6 +50,7 @@ class Stack:
     thread: int | None  # OS thread id (py-spy --threads on Linux); None without one
     frames: tuple[str, ...]  # "function (path:line)", outermost first
     samples: int
+    thread_name: str | None = None  # Python's name of the thread ("MainThread", "ort-v1_0")
 
 
 def parse_collapsed(lines: Iterable[str]) -> list[Stack]:
@@ -61,11 +62,11 @@ def parse_collapsed(lines: Iterable[str]) -> list[Stack]:
             continue
         body, _, count = line.rpartition(" ")
         frames = body.split(";")
-        thread = None
+        thread, name = None, None
         if (match := _THREAD.match(frames[0])) is not None:
-            thread = int(match.group(1), 0)
+            thread, name = int(match.group(1), 0), match.group(2) or None
             frames = frames[1:]
-        stacks.append(Stack(thread, tuple(f for f in frames if f), int(count)))
+        stacks.append(Stack(thread, tuple(f for f in frames if f), int(count), name))
     return stacks
 
 
@@ -132,6 +133,15 @@ class Sampled:
 
     def profile(self, rules: StageRules) -> StageProfile:
         return attribute(self.stacks, self.thread_cpu_s, rules)
+
+    def cpu_by_thread_name(self) -> dict[str, float]:
+        """CPU seconds per thread name (threads of one name summed; threads py-spy never
+        saw in Python code under NATIVE), busiest first."""
+        names = {s.thread: s.thread_name for s in self.stacks if s.thread_name is not None}
+        cpu: defaultdict[str, float] = defaultdict(float)
+        for thread, seconds in self.thread_cpu_s.items():
+            cpu[names.get(thread, NATIVE)] += seconds
+        return dict(sorted(cpu.items(), key=lambda item: -item[1]))
 
 
 class PySpySampler:

@@ -8,7 +8,15 @@ import re
 import pytest
 
 from loadtest.proc_stats import thread_cpu_s
-from loadtest.stack_profile import NATIVE, OTHER, Stack, attribute, parse_collapsed, stage_of
+from loadtest.stack_profile import (
+    NATIVE,
+    OTHER,
+    Sampled,
+    Stack,
+    attribute,
+    parse_collapsed,
+    stage_of,
+)
 
 RULES = (
     ("tokenize", re.compile(r"\(tokenizers/|^Tokenizer\.")),
@@ -35,8 +43,9 @@ def test_collapsed_lines_give_thread_frames_and_counts() -> None:
             "data_received (uvicorn/protocols/h.py:174)",
         ),
         6,
+        "MainThread",
     )
-    assert stacks[2] == Stack(100, (), 2)  # a thread sampled outside any Python frame
+    assert stacks[2] == Stack(100, (), 2, "MainThread")  # sampled outside any Python frame
     assert stacks[3].thread == 200 and stacks[3].samples == 3
     assert parse_collapsed(["main (app.py:3);work (app.py:9) 4"]) == [
         Stack(None, ("main (app.py:3)", "work (app.py:9)"), 4)
@@ -70,6 +79,16 @@ def test_each_thread_cpu_is_split_by_its_own_samples() -> None:
     assert profile.total_cpu_s == pytest.approx(3.0)
     assert profile.share("tokenize") == pytest.approx(0.5)
     assert profile.samples == {"http": 6, "loop": 2, OTHER: 3, "tokenize": 3}
+
+
+def test_cpu_by_thread_name_sums_threads_of_a_name_and_counts_unseen_ones_as_native() -> None:
+    stacks = [
+        *parse_collapsed(RAW.splitlines()),
+        *parse_collapsed(["thread (201): tokenize_0;_worker (concurrent/futures/thread.py:81) 1"]),
+    ]
+    sampled = Sampled(stacks, {100: 0.5, 200: 2.0, 201: 0.25, 300: 0.75}, 1.0, "")
+    assert sampled.cpu_by_thread_name() == {"tokenize_0": 2.25, NATIVE: 0.75, "MainThread": 0.5}
+    assert list(sampled.cpu_by_thread_name()) == ["tokenize_0", NATIVE, "MainThread"]
 
 
 def test_samples_of_a_thread_without_cpu_reading_are_left_out_and_counted() -> None:
