@@ -7,7 +7,7 @@ batch always sees a consistent matrix without locks.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -55,6 +55,21 @@ class ArticleIndex(Protocol):
 
     def __len__(self) -> int: ...
 
+    def account_entries(self, account_id: str) -> list[IndexEntry]:
+        """The account's entries, in the order of its `account_matrix` rows."""
+        ...
+
+    def account_matrix(self, account_id: str) -> np.ndarray:
+        """A host copy or view of the account's vectors ([articles, dim])."""
+        ...
+
+    def load_accounts(
+        self, accounts: Sequence[tuple[str, Sequence[IndexEntry]]], vectors: np.ndarray
+    ) -> None:
+        """Replace the whole index in one bulk call: each account's entries in order,
+        their vectors the rows of `vectors` ([total, dim]) in the same order."""
+        ...
+
 
 class AccountIndex:
     """One account's articles: row i of `matrix` is the vector of `entries[i]`.
@@ -70,6 +85,30 @@ class AccountIndex:
         self._locale_code_of: dict[str | None, int] = {}
         self._entries: list[IndexEntry] = []
         self._row_of: dict[str, int] = {}
+
+    @classmethod
+    def loaded(cls, dim: int, entries: Sequence[IndexEntry], vectors: np.ndarray) -> AccountIndex:
+        """An account holding `entries` with the rows of `vectors`, as upserting them in
+        order would. A float32 `vectors` is kept, not copied (the caller hands it over):
+        a bulk load then needs no second copy of every vector; the first insert past
+        its rows moves the account to its own storage (`_grow_to`)."""
+        if vectors.shape != (len(entries), dim):
+            raise ValueError(f"vectors of shape {vectors.shape}, expected ({len(entries)}, {dim})")
+        account = cls(dim)
+        account._entries = list(entries)
+        ids = [entry.article_id for entry in entries]
+        account._row_of = dict(zip(ids, range(len(ids)), strict=True))
+        if len(account._row_of) != len(account._entries):
+            raise ValueError("an article_id is given twice")
+        if entries:
+            account._vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+            locales = [entry.locale for entry in entries]
+            # Numbered by first appearance, as `_locale_code` numbers upserts.
+            code_of = account._locale_code_of = {
+                locale: code for code, locale in enumerate(dict.fromkeys(locales))
+            }
+            account._locale_codes = np.array([code_of[x] for x in locales], dtype=np.int32)
+        return account
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -174,3 +213,39 @@ class VersionIndex:
     def __len__(self) -> int:
         """Number of accounts."""
         return len(self._accounts)
+
+    def account_entries(self, account_id: str) -> list[IndexEntry]:
+        account = self._accounts.get(account_id)
+        return [] if account is None else list(account.entries)
+
+    def account_matrix(self, account_id: str) -> np.ndarray:
+        """A view, valid until the next mutation."""
+        account = self._accounts.get(account_id)
+        return np.zeros((0, self.dim), dtype=np.float32) if account is None else account.matrix
+
+    def load_accounts(
+        self, accounts: Sequence[tuple[str, Sequence[IndexEntry]]], vectors: np.ndarray
+    ) -> None:
+        """Replace the whole index (as `DeviceIndex.load_accounts`): the accounts' entries
+        in order, their vectors the rows of `vectors` ([total, dim]) in the same order,
+        kept as they are (no copy, see `AccountIndex.loaded`): not to be changed by the
+        caller afterwards. Checked before anything is replaced; an account given
+        without entries is left out."""
+        total = sum(len(entries) for _, entries in accounts)
+        if vectors.shape != (total, self.dim):
+            raise ValueError(f"vectors of shape {vectors.shape}, expected ({total}, {self.dim})")
+        loaded: dict[str, AccountIndex] = {}
+        start = 0
+        for account_id, entries in accounts:
+            if account_id in loaded:
+                raise ValueError(f"account {account_id!r} is given twice")
+            count = len(entries)
+            if count:  # an account exists while it has articles
+                try:
+                    loaded[account_id] = AccountIndex.loaded(
+                        self.dim, entries, vectors[start : start + count]
+                    )
+                except ValueError as exc:
+                    raise ValueError(f"account {account_id!r}: {exc}") from None
+            start += count
+        self._accounts = loaded

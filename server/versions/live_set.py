@@ -19,6 +19,7 @@ against article writes goes through it (docs/architecture.md, "The commit lock")
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ import numpy as np
 
 from kbrec.records import Article
 from server.errors import NotReady, VersionNotServing
-from server.inference.index import IndexEntry, VersionIndex
+from server.inference.index import ArticleIndex, IndexEntry
 from server.inference.serving_model import ServingModel
 from server.storage.store import (
     ArticleStore,
@@ -71,12 +72,63 @@ async def pause() -> None:
     await asyncio.sleep(0.05)
 
 
-def fill_index(index: VersionIndex, rows: Sequence[IndexRow]) -> None:
+def fill_index(index: ArticleIndex, rows: Sequence[IndexRow]) -> None:
+    """Upsert a few rows (the change feed's refreshed articles) into a live index."""
     for row in rows:
         index.upsert(row.account_id, IndexEntry(row.article_id, row.title, row.locale), row.vector)
 
 
-def add_to_index(index: VersionIndex, articles: Sequence[Article], vectors: np.ndarray) -> None:
+def load_index(index: ArticleIndex, rows: Sequence[IndexRow]) -> None:
+    """Put a version's stored vectors into its index in ONE bulk call (`load_accounts`):
+    an upsert per row may grow or move a `DeviceIndex` segment each time (README "GPU").
+
+    The result is what `fill_index(index, rows)` gives: what the index already holds
+    (the feed may have applied changes before a start's load) keeps its place, new
+    articles follow in row order, per account and across accounts; an article given
+    twice keeps its first place and takes its last row."""
+    held = (
+        (account_id, entry, vector)
+        for account_id, _ in list(index.article_counts())
+        for entry, vector in zip(
+            index.account_entries(account_id),
+            index.account_matrix(account_id).astype(np.float32, copy=False),
+            strict=True,
+        )
+    )
+    stored = (
+        (row.account_id, IndexEntry(row.article_id, row.title, row.locale), row.vector)
+        for row in rows
+    )
+    slot_of: dict[tuple[str, str], int] = {}  # (account, article_id) → slot in entries
+    slots_of: dict[str, list[int]] = {}  # account → its slots, in the order of its rows
+    entries: list[IndexEntry] = []
+    vectors: list[np.ndarray] = []
+    for account_id, entry, vector in itertools.chain(held, stored):
+        key = (account_id, entry.article_id)
+        slot = slot_of.get(key)
+        if slot is not None:  # last one wins, in the first one's place
+            entries[slot], vectors[slot] = entry, vector
+            continue
+        slot = slot_of[key] = len(entries)
+        entries.append(entry)
+        vectors.append(vector)
+        account = slots_of.get(account_id)
+        if account is None:
+            slots_of[account_id] = [slot]
+        else:
+            account.append(slot)
+    order = [slot for slots in slots_of.values() for slot in slots]
+    # np.array of the row list: one copy, faster than np.stack (no per-row views).
+    matrix = (
+        np.array([vectors[slot] for slot in order], dtype=np.float32)
+        if order
+        else np.zeros((0, index.dim), dtype=np.float32)
+    )
+    accounts = [(a, [entries[slot] for slot in slots]) for a, slots in slots_of.items()]
+    index.load_accounts(accounts, matrix)
+
+
+def add_to_index(index: ArticleIndex, articles: Sequence[Article], vectors: np.ndarray) -> None:
     for article, vector in zip(articles, vectors, strict=True):
         index.upsert(article.account_id, index_entry(article), vector)
 
@@ -203,7 +255,7 @@ class LiveVersions:
             for model in self.models():
                 rows = await self._store.index_rows(model.number, model.index.dim)
                 model.index.clear()  # no await from here on: queries never see it empty
-                fill_index(model.index, rows)
+                load_index(model.index, rows)
 
     def take_all(self) -> tuple[ServingModel | None, Standby | None]:
         """Empty the live set (at stop); the caller closes what it gets."""
@@ -226,7 +278,7 @@ class LiveVersions:
 
     async def _load_stored_vectors(self, model: ServingModel) -> int:
         rows = await self._store.index_rows(model.number, model.index.dim)
-        fill_index(model.index, rows)
+        load_index(model.index, rows)
         return len(rows)
 
     # --- article writes and backfill commits ---------------------------------------

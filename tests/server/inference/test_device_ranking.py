@@ -322,6 +322,49 @@ def test_a_bulk_load_ranks_and_takes_writes_as_upserts_do(arrays: ArrayModule, d
         both.device.load_accounts(loaded, np.zeros((3, dim), dtype=np.float32))
 
 
+def test_bulk_loads_of_both_indexes_hold_what_upserts_in_that_order_hold(
+    arrays: ArrayModule, dtype: str
+) -> None:
+    """`load_accounts` of the host and the device index (a start's or a reload's load,
+    server.versions.live_set.load_index) against an upsert per row: same accounts,
+    rows in the same order, same ranking, and the same after later writes."""
+    rng = np.random.default_rng(19)
+    dim = 8
+    loaded: list[tuple[str, list[IndexEntry]]] = []
+    for account, size in (("a", 70), ("b", 1), ("c", 0), ("d", 300), ("e", 9)):
+        ids = rng.permutation(size)  # rows not in id order: the tie-break sorts them
+        loaded.append((account, [IndexEntry(f"{i:04d}", "", LOCALES[i % 4]) for i in ids]))
+    vectors = dyadic(rng, sum(len(entries) for _, entries in loaded), dim)
+    vectors[1::3] = vectors[0]  # ties
+    upserted = DeviceIndex(1, dim, arrays, dtype, min_rows=16)  # segments move and grow
+    rows = iter(vectors)
+    for account, entries in loaded:
+        for entry in entries:
+            upserted.upsert(account, entry, next(rows))
+    both = Both(arrays, dtype, dim, min_rows=16)
+    both.host.load_accounts(loaded, vectors.copy())  # the host keeps what it is given
+    both.device.load_accounts(loaded, vectors)
+    assert list(both.device.article_counts()) == list(upserted.article_counts())
+    assert list(both.host.article_counts()) == list(upserted.article_counts())
+    for account, _ in upserted.article_counts():
+        assert both.device.account_entries(account) == upserted.account_entries(account)
+        assert both.host.account_entries(account) == upserted.account_entries(account)
+        np.testing.assert_array_equal(
+            both.device.account_matrix(account), upserted.account_matrix(account)
+        )
+    names = ["a", "b", "c", "d", "e"]
+    queries, requests = dyadic(rng, 64, dim), random_requests(rng, names, 64)
+    got = both.assert_same_ranking(queries, requests)
+    assert got == rank_on_device(upserted, queries, requests)
+    new, first = dyadic(rng, 2, dim)
+    for index in (both, upserted):
+        index.upsert("b", IndexEntry("new", "", "de"), new)  # the loaded segment moves
+        index.upsert("c", IndexEntry("first", "", None), first)
+        assert index.remove("d", "0000")
+    got = both.assert_same_ranking(queries, requests)
+    assert got == rank_on_device(upserted, queries, requests)
+
+
 def test_an_article_written_and_deleted_before_any_ranking(arrays: ArrayModule) -> None:
     both = Both(arrays, "float32", dim=3)
     both.upsert("acme", IndexEntry("kept", "", None), np.array([1, 0, 0], dtype=np.float32))

@@ -1,4 +1,5 @@
-"""Ranking over the in-memory index: top-k, tie-break, locale filter, batching by account."""
+"""Ranking over the in-memory index: top-k, tie-break, locale filter, batching by account;
+the index's updates and its bulk load."""
 
 from __future__ import annotations
 
@@ -126,3 +127,52 @@ def test_an_account_without_articles_disappears() -> None:
     assert index.remove("acme", "x")
     assert index.account("acme") is None
     assert dict(index.article_counts()) == {}
+
+
+def test_a_bulk_load_holds_what_upserts_in_that_order_hold() -> None:
+    rng = np.random.default_rng(4)
+    accounts = [("acme", 40), ("solo", 1), ("empty", 0), ("wide", 300)]
+    loaded: list[tuple[str, list[IndexEntry]]] = []
+    upserted = VersionIndex(model_version=1, dim=3)
+    for account_id, size in accounts:
+        entries = [IndexEntry(f"{account_id}{i}", "", (None, "de")[i % 2]) for i in range(size)]
+        loaded.append((account_id, entries))
+    vectors = rng.integers(-4, 5, size=(341, 3)).astype(np.float32)
+    vectors[1::4] = vectors[0]  # ties
+    rows = iter(vectors)
+    for account_id, entries in loaded:
+        for entry in entries:
+            upserted.upsert(account_id, entry, next(rows))
+    index = VersionIndex(model_version=1, dim=3)
+    index.upsert("gone", IndexEntry("x", "", None), unit(1, 0, 0))  # replaced by the load
+    index.load_accounts(loaded, vectors.copy())
+    assert list(index.article_counts()) == list(upserted.article_counts())  # no "empty"
+    for account_id, _ in upserted.article_counts():
+        assert index.account_entries(account_id) == upserted.account_entries(account_id)
+        np.testing.assert_array_equal(
+            index.account_matrix(account_id), upserted.account_matrix(account_id)
+        )
+    requests = [
+        RankRequest(a, k, locale) for a, _ in accounts for k in (1, 7) for locale in (None, "de")
+    ]
+    queries = rng.integers(-4, 5, size=(len(requests), 3)).astype(np.float32)
+    assert rank_batch(index, queries, requests) == rank_batch(upserted, queries, requests)
+    # Writes after the load: an account's first insert past its loaded rows moves it.
+    for target in (index, upserted):
+        target.upsert("solo", IndexEntry("new", "", "de"), unit(0, 1, 0))
+        target.upsert("acme", IndexEntry("acme3", "renamed", None), unit(0, 0, 1))
+        assert target.remove("wide", "wide0")
+    assert rank_batch(index, queries, requests) == rank_batch(upserted, queries, requests)
+
+
+def test_a_bulk_load_is_checked_before_it_replaces_anything() -> None:
+    index = index_with({"acme": [("x", unit(1, 0, 0), None)]})
+    entries = [IndexEntry("a", "", None), IndexEntry("a", "", None)]
+    with pytest.raises(ValueError, match="shape"):
+        index.load_accounts([("acme", entries)], np.zeros((3, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="article_id is given twice"):
+        index.load_accounts([("acme", entries)], np.zeros((2, 3), dtype=np.float32))
+    one = [IndexEntry("a", "", None)]
+    with pytest.raises(ValueError, match="given twice"):
+        index.load_accounts([("b", one), ("b", one)], np.zeros((2, 3), dtype=np.float32))
+    assert index.account_entries("acme") == [IndexEntry("x", "title x", None)]
