@@ -96,6 +96,38 @@ def test_queries_of_one_batch_are_answered_per_account() -> None:
     assert [ids(r) for r in results] == [["a2"], ["b1"], ["a1", "a2"], []]
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_a_batch_ranks_as_each_of_its_queries_alone(seed: int) -> None:
+    # Queries of a batch that share account, k and locale are ranked together in one
+    # partition; every query must get exactly what `top_k` gives it alone. Coarse
+    # vectors make ties, also at the k-th place; k runs past some accounts' size.
+    rng = np.random.default_rng(seed)
+    index = VersionIndex(model_version=1, dim=4)
+    for account_id, size in {"small": 3, "mid": 40, "big": 300}.items():
+        for i in rng.permutation(size):
+            vector = rng.integers(-2, 3, 4).astype(np.float32)
+            locale = ["en", "de", None][i % 3]
+            index.upsert(account_id, IndexEntry(f"{account_id}-{i}", "t", locale), vector)
+    requests = [
+        RankRequest(
+            str(rng.choice(["small", "mid", "big", "unknown"])),
+            int(rng.choice([1, 3, 5, 100])),
+            [None, "en", "de", "fr"][int(rng.integers(4))],
+        )
+        for _ in range(64)
+    ]
+    vectors = rng.integers(-2, 3, (len(requests), 4)).astype(np.float32)
+    results = rank_batch(index, vectors, requests)
+    for vector, request, result in zip(vectors, requests, results, strict=True):
+        account = index.account(request.account_id)
+        alone = (
+            []
+            if account is None
+            else top_k(account.matrix @ vector, account, request.top_k, request.locale, NUMPY)
+        )
+        assert result == alone
+
+
 def test_top_k_rejects_a_non_positive_k() -> None:
     account = AccountIndex(3)
     account.upsert(IndexEntry("x", "x", None), unit(1, 0, 0))
