@@ -30,10 +30,13 @@ class EncoderRow:
     mean_padded_length: float  # what the model computes on
     median_ms: float
     p99_ms: float
+    mean_ms: float
 
     @property
     def queries_per_s(self) -> float:
-        return self.batch / self.median_ms * 1000
+        """Rows per second over the whole ticket mix: from the mean time per batch, not the
+        median, which leaves out what the long tickets cost (a service pays for them)."""
+        return self.batch / self.mean_ms * 1000
 
 
 def ticket_batches(rows: Sequence[Sequence[int]], batch: int, count: int) -> list[np.ndarray]:
@@ -86,6 +89,7 @@ def encoder_row(
         mean_padded_length=float(np.mean([ids.shape[1] for ids in used])),
         median_ms=float(np.median(times)),
         p99_ms=float(np.percentile(times, 99)),
+        mean_ms=float(np.mean(times)),
     )
 
 
@@ -108,13 +112,13 @@ def raw_encoder_rows(
 def encoder_table(rows: Sequence[EncoderRow]) -> str:
     lines = [
         "| batch order | batch | timed batches | tokens / row | padded to | median ms / batch "
-        "| p99 ms | queries/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| p99 ms | mean ms | queries/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.order} | {r.batch} | {r.runs} | {r.mean_tokens:.1f} "
             f"| {r.mean_padded_length:.1f} | {r.median_ms:.1f} "
-            f"| {r.p99_ms:.1f} | {r.queries_per_s:.0f} |"
+            f"| {r.p99_ms:.1f} | {r.mean_ms:.1f} | {r.queries_per_s:.0f} |"
         )
     return "\n".join(lines)

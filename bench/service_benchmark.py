@@ -6,7 +6,7 @@ One run prints Markdown tables for:
 
 1. the raw encoder (ONNX Runtime alone, default threads) on the ticket texts of
    loadtest/tickets.py, batches padded to their longest member (bench/raw_encoder.py):
-   the limit of this machine;
+   the limit of this machine (queries/s from the mean time per batch: the whole mix);
 2. `kbrec serve` start-up on a fresh store (every article embedded) and on a
    second start with the vectors stored;
 3. each server configuration (default: micro-batching on, and off with
@@ -173,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     out += ["", "### Raw encoder (ONNX Runtime alone, default threads)", "", encoder_table(encoder)]
     out += [
         "",
-        f"Limit of this machine: {best.queries_per_s:.0f} queries/s (batch {best.batch}); "
+        f"Limit of this machine: {best.queries_per_s:.0f} queries/s (batch {best.batch}; "
+        "rows over time across the whole ticket mix, from the mean ms per batch); "
         f"one query {single.median_ms:.1f} ms "
         f"(median over the tickets; p99 {single.p99_ms:.1f} ms).",
     ]
