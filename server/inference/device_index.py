@@ -165,39 +165,52 @@ class DeviceIndex:
         self, accounts: Sequence[tuple[str, Sequence[IndexEntry]]], vectors: Any
     ) -> None:
         """Replace the whole index: the accounts' entries in order, their vectors the rows
-        of `vectors` ([total, dim], host or device) in the same order. One copy for all
-        rows instead of an upsert each (a bulk load; the benchmark's 10M vectors)."""
+        of `vectors` ([total, dim], host or device) in the same order. One upload and one
+        scatter for all rows instead of an upsert each (a bulk load; the benchmark's 10M
+        vectors). Each segment gets the room a compaction gives it and the array a quarter
+        more for new accounts, so the writes that follow a load neither move every account
+        they touch nor grow the whole array."""
         total = sum(len(entries) for _, entries in accounts)
         if tuple(vectors.shape) != (total, self.dim):
             raise ValueError(f"vectors of shape {vectors.shape}, expected ({total}, {self.dim})")
         self.clear()
-        if total > self._rows:
+        lengths = np.array([len(entries) for _, entries in accounts], dtype=np.int64)
+        capacities = np.array(
+            [compacted_capacity(int(n)) if n else 0 for n in lengths], dtype=np.int64
+        )
+        starts = np.cumsum(capacities) - capacities
+        room = int(capacities.sum())
+        if room + room // 4 > self._rows:
             self._end = 0
-            self._grow(total)
+            self._grow(room + room // 4)
+        # Row j of account i goes to starts[i] + j.
+        offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+        target = np.repeat(starts, lengths) + offsets
         xp = self.arrays.xp
         if isinstance(vectors, np.ndarray):
             vectors = vectors.astype(self.dtype, copy=False)  # cast before the upload
-        self._vectors[:total] = xp.asarray(vectors)
+        target_d = xp.asarray(target)
+        self._vectors[target_d] = xp.asarray(vectors)
         codes = np.empty(total, dtype=np.int32)
-        start = 0
-        for account_id, entries in accounts:
+        loaded = 0
+        for (account_id, entries), begin in zip(accounts, starts.tolist(), strict=True):
             if account_id in self._segments:
                 raise ValueError(f"account {account_id!r} is given twice")
             count = len(entries)
-            segment = Segment(start, count)
+            segment = Segment(begin, compacted_capacity(count))
             ids = [entry.article_id for entry in entries]
             segment.row_of = dict(zip(ids, range(count), strict=True))
             if len(segment.row_of) != count:
                 raise ValueError(f"account {account_id!r} has an article_id twice")
             segment.length = count
-            self._rank_ids(start, ids)
-            self._entry_at[start : start + count] = entries
-            codes[start : start + count] = [self._locale_code(e.locale) for e in entries]
+            self._rank_ids(begin, ids)
+            self._entry_at[begin : begin + count] = entries
+            codes[loaded : loaded + count] = [self._locale_code(e.locale) for e in entries]
             if count:
                 self._segments[account_id] = segment
-            start += count
-        self._codes[:total] = xp.asarray(codes)
-        self._end = self._live_capacity = total
+            loaded += count
+        self._codes[target_d] = xp.asarray(codes)
+        self._end = self._live_capacity = room
 
     # --- what the ranker reads ------------------------------------------------------
 

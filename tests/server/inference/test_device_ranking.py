@@ -314,12 +314,33 @@ def test_a_bulk_load_ranks_and_takes_writes_as_upserts_do(arrays: ArrayModule, d
     both.device.load_accounts(loaded, np.concatenate(rows))
     assert both.device.account("gone") is None
     both.assert_same_ranking(dyadic(rng, 40, dim), random_requests(rng, ["a", "b", "c"], 40))
-    both.upsert("b", IndexEntry("new", "", None), dyadic(rng, dim))  # the segment moves
+    both.upsert("b", IndexEntry("new", "", None), dyadic(rng, dim))  # into its room
     assert both.remove("c", loaded[2][1][0].article_id)
     both.upsert("a", loaded[0][1][3], dyadic(rng, dim))
     both.assert_same_ranking(dyadic(rng, 40, dim), random_requests(rng, ["a", "b", "c"], 40))
     with pytest.raises(ValueError, match="shape"):
         both.device.load_accounts(loaded, np.zeros((3, dim), dtype=np.float32))
+
+
+def test_writes_after_a_bulk_load_fit_in_the_room_it_left(arrays: ArrayModule, dtype: str) -> None:
+    # A start or a reload loads every account; the writes that follow must not move
+    # each account they touch (a copy of its rows) nor grow the whole array.
+    rng = np.random.default_rng(23)
+    dim = 8
+    index = DeviceIndex(1, dim, arrays, dtype, min_rows=16)
+    sizes = {"a": 40, "b": 1, "c": 0, "d": 300}
+    loaded = [(a, [IndexEntry(f"{a}{i}", "", None) for i in range(n)]) for a, n in sizes.items()]
+    index.load_accounts(loaded, dyadic(rng, sum(sizes.values()), dim))
+    starts = {a: index.account(a).start for a in ("a", "b", "d")}  # type: ignore[union-attr]
+    rows = index.allocated_rows
+    for account, count in (("a", 10), ("b", 6), ("d", 75)):  # a quarter more, at least 8
+        for i in range(count):
+            index.upsert(account, IndexEntry(f"new{i}", "", None), dyadic(rng, dim))
+    index.upsert("e", IndexEntry("first", "", None), dyadic(rng, dim))  # a new account
+    assert {a: index.account(a).start for a in starts} == starts  # type: ignore[union-attr]
+    assert index.allocated_rows == rows
+    assert index.dead_rows == 0
+    assert [len(index.account_entries(a)) for a in "abde"] == [50, 7, 375, 1]
 
 
 def test_bulk_loads_of_both_indexes_hold_what_upserts_in_that_order_hold(
