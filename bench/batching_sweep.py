@@ -250,11 +250,21 @@ def main(argv: Sequence[str] | None = None) -> int:
                 saturated = closed_level(probe, args, workload, tickets, concurrency)
                 saturation = saturated.window.throughput
                 target_ms = args.target_multiple * single_ms
+                alone_p99 = single.latency_ms("p99")
                 out.append(
                     f"\nOne query (closed loop c=1, median, --max-wait-ms 0): {single_ms:.2f} ms; "
                     f"target T = {args.target_multiple:g} × that = **{target_ms:.1f} ms**. "
                     f"Saturation (closed loop c={args.saturation_concurrency}): "
                     f"{saturation:.1f} req/s (p99 {saturated.latency_ms('p99'):.1f} ms)."
+                )
+                # A query alone never waits for a batch: its p99 is what no batcher beats.
+                out.append(
+                    f"One query alone, p99: {alone_p99:.1f} ms"
+                    + (
+                        " — above T: no batcher can meet T at any load on this machine."
+                        if alone_p99 > target_ms
+                        else "."
+                    )
                 )
             else:
                 target_ms, saturation = args.target_p99_ms, 0.0
