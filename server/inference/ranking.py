@@ -131,22 +131,5 @@ def top_k(
     scores: Any, account: AccountIndex, k: int, locale: str | None, arrays: ArrayModule
 ) -> list[ScoredArticle]:
     """The k best rows of one query's `scores` (a 1-d array on the array module's device)."""
-    if k <= 0:
-        raise ValueError(f"k must be positive, got {k}")
-    xp = arrays.xp
-    if locale is not None:
-        scores = xp.where(xp.asarray(account.locale_mask(locale)), scores, -xp.inf)
-    count = scores.shape[0]
-    if k < count:
-        kth_best = xp.partition(scores, count - k)[count - k]
-        picked = xp.flatnonzero(scores >= kth_best)  # k rows, plus any tied with the k-th
-    else:
-        picked = xp.arange(count)
-    picked_rows = arrays.to_host(picked)
-    picked_scores = arrays.to_host(scores[picked])
-    candidates = [
-        (float(score), account.entries[row])
-        for row, score in zip(picked_rows.tolist(), picked_scores.tolist(), strict=True)
-        if score != -np.inf
-    ]
-    return best_candidates(candidates, k)
+    (ranked,) = top_k_rows(scores[None, :], account, k, locale, arrays)
+    return ranked
