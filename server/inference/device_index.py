@@ -62,6 +62,20 @@ def compacted_capacity(length: int) -> int:
     return max(MIN_SEGMENT, length + max(1, length // 4))
 
 
+def packed_layout(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(starts, capacities) of segments of `lengths` rows packed from row 0 in order, each
+    with the room a compaction gives it; an empty one takes no room."""
+    capacities = np.array([compacted_capacity(int(n)) if n else 0 for n in lengths], dtype=np.int64)
+    return np.cumsum(capacities) - capacities, capacities
+
+
+def segment_rows(starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """The rows of segments' first `lengths` positions, segment by segment: position j
+    of segment i is row starts[i] + j."""
+    offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    return np.repeat(starts, lengths) + offsets
+
+
 class DeviceIndex:
     """`ArticleIndex` of one model version in one device array (see the module)."""
 
@@ -175,17 +189,12 @@ class DeviceIndex:
             raise ValueError(f"vectors of shape {vectors.shape}, expected ({total}, {self.dim})")
         self.clear()
         lengths = np.array([len(entries) for _, entries in accounts], dtype=np.int64)
-        capacities = np.array(
-            [compacted_capacity(int(n)) if n else 0 for n in lengths], dtype=np.int64
-        )
-        starts = np.cumsum(capacities) - capacities
+        starts, capacities = packed_layout(lengths)
         room = int(capacities.sum())
         if room + room // 4 > self._rows:
             self._end = 0
             self._grow(room + room // 4)
-        # Row j of account i goes to starts[i] + j.
-        offsets = np.arange(total) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        target = np.repeat(starts, lengths) + offsets
+        target = segment_rows(starts, lengths)
         xp = self.arrays.xp
         if isinstance(vectors, np.ndarray):
             vectors = vectors.astype(self.dtype, copy=False)  # cast before the upload
@@ -193,11 +202,13 @@ class DeviceIndex:
         self._vectors[target_d] = xp.asarray(vectors)
         codes = np.empty(total, dtype=np.int32)
         loaded = 0
-        for (account_id, entries), begin in zip(accounts, starts.tolist(), strict=True):
+        for (account_id, entries), begin, capacity in zip(
+            accounts, starts.tolist(), capacities.tolist(), strict=True
+        ):
             if account_id in self._segments:
                 raise ValueError(f"account {account_id!r} is given twice")
             count = len(entries)
-            segment = Segment(begin, compacted_capacity(count))
+            segment = Segment(begin, capacity)
             ids = [entry.article_id for entry in entries]
             segment.row_of = dict(zip(ids, range(count), strict=True))
             if len(segment.row_of) != count:
@@ -385,17 +396,13 @@ class DeviceIndex:
     def _compact(self) -> None:
         """Segments packed from row 0 in their current order, each with fresh room."""
         segments = sorted(self._segments.values(), key=lambda segment: segment.start)
-        lengths = np.array([s.length for s in segments], dtype=np.int64)
-        capacities = np.array([compacted_capacity(s.length) for s in segments], dtype=np.int64)
-        new_starts = np.concatenate([[0], np.cumsum(capacities)[:-1]]).astype(np.int64)
+        lengths = np.array([s.length for s in segments], dtype=np.int64)  # none is empty
+        new_starts, capacities = packed_layout(lengths)
         total = int(capacities.sum())
         if total > self._rows:
             self._grow(total)
         old_starts = np.array([s.start for s in segments], dtype=np.int64)
-        # Row j of segment i goes from old_starts[i] + j to new_starts[i] + j.
-        offsets = np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-        source = np.repeat(old_starts, lengths) + offsets
-        target = np.repeat(new_starts, lengths) + offsets
+        source, target = segment_rows(old_starts, lengths), segment_rows(new_starts, lengths)
         xp = self.arrays.xp
         source_d, target_d = xp.asarray(source), xp.asarray(target)
         # The right side is gathered into a new array before the scatter: safe in place.
