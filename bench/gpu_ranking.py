@@ -253,7 +253,7 @@ def markdown(rows: Sequence[Row], notes: Sequence[str], device_name: str) -> str
     for row in rows:
         ratio = "" if row.anchor_ms is None else f"{row.anchor_ms / row.median_ms:.2f}x"
         lines.append(
-            f"| {row.ranker} | {row.where} | {row.batch} | {row.median_ms:.3f} | "
+            f"| {row.ranker} | {row.where} | {row.batch} | {row.median_ms:.4f} | "
             f"{row.queries_per_s:,.0f} | {ratio} |"
         )
     return "\n".join(lines)
