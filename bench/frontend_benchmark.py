@@ -391,9 +391,14 @@ def run_label(name: str, round_index: int) -> str:
     return name if round_index == 0 else f"{name} #{round_index + 1}"
 
 
+def runs_at(rows: Sequence[Row], labels: Sequence[str], c: int) -> list[Row]:
+    """The rows of the runs `labels` at concurrency c, in run order."""
+    return [r for r in rows if r.system in labels and r.concurrency == c]
+
+
 def median_of(rows: Sequence[Row], labels: Sequence[str], c: int) -> tuple[float, float, float]:
     """Median req/s, server CPU µs/req and req/s per server core of the runs `labels` at c."""
-    runs = [r for r in rows if r.system in labels and r.concurrency == c]
+    runs = runs_at(rows, labels, c)
     return (
         statistics.median(r.throughput for r in runs),
         statistics.median(r.cpu_us for r in runs),
@@ -432,9 +437,7 @@ def rounds_table(
     for name, labels in runs.items():
         for c in concurrencies:
             throughput, cpu_us, _ = median_of(rows, labels, c)
-            each = ", ".join(
-                f"{r.cpu_us:.0f}" for r in rows if r.system in labels and r.concurrency == c
-            )
+            each = ", ".join(f"{r.cpu_us:.0f}" for r in runs_at(rows, labels, c))
             lines.append(
                 f"| {name} | closed c={c} | {len(labels)} | {throughput:.0f} | {cpu_us:.0f} "
                 f"| {each} |"

@@ -72,8 +72,12 @@ class DisconnectWatch:
             self._watcher.cancel()
         # Ours only if nobody else (a server shutdown) cancelled the task too.
         task = self._task
-        left = kind is asyncio.CancelledError and self._left and task is not None
-        if left and task is not None and task.uncancel() == 0:
+        if (
+            kind is asyncio.CancelledError
+            and self._left
+            and task is not None
+            and task.uncancel() == 0
+        ):
             raise ClientDisconnected() from None
 
     def _start_watching(self, loop: asyncio.AbstractEventLoop) -> None:
