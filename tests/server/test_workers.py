@@ -25,8 +25,8 @@ def workers_of(parent: int) -> set[int]:
     for pid in map(int, children):
         try:
             command = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
-            continue  # exited meanwhile
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # exited meanwhile (ESRCH while it is being reaped)
         if b"spawn_main" in command and b"resource_tracker" not in command:
             found.add(pid)
     return found
