@@ -89,9 +89,9 @@ class TimedTarget:
     def submit(self, item: int, done: Done) -> bool:
         sent = self._loop.time()
 
-        def ended(item: int, at: float, error: str | None) -> None:
+        def ended(item: int, at: float, error: str | None, retry_after_s: float) -> None:
             self.outcomes.append((at, at - sent, error))
-            done(item, at, error)
+            done(item, at, error, retry_after_s)
 
         return self.inner.submit(item, ended)
 

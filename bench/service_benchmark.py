@@ -125,6 +125,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--httpx-check", type=int, default=16, help="concurrency of the httpx run (0: none)"
     )
     parser.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="closed loops send again at once after a 503, as a client that ignores "
+        "Retry-After does (default: each client waits as asked)",
+    )
+    parser.add_argument(
         "--launcher",
         default=shlex.join(KBREC),
         help="command that runs the kbrec CLI for the server (e.g. under taskset)",
@@ -163,7 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{sys.version.split()[0]}, ONNX Runtime {ort.__version__}; load average at start "
         f"{load_average()}.",
         "",
-        f"Requests: {ticket_note(rows, tickets)}; top_k {TOP_K}.",
+        f"Requests: {ticket_note(rows, tickets)}; top_k {TOP_K}. Closed loops: "
+        + (
+            "a refused client sends again at once (Retry-After ignored)."
+            if args.ignore_retry_after
+            else "a refused client waits out the 503's Retry-After before its next request."
+        ),
     ]
 
     print("raw encoder", file=sys.stderr)
@@ -201,7 +212,14 @@ def run_service(
         server.stop()
         starts.append(first)
     rates = tuple(args.open_rate or [round(args.open_load * best.queries_per_s)])
-    plan = LevelPlan(args.warmup, args.duration, tuple(args.concurrency), rates, TOP_K)
+    plan = LevelPlan(
+        args.warmup,
+        args.duration,
+        tuple(args.concurrency),
+        rates,
+        TOP_K,
+        honour_retry_after=not args.ignore_retry_after,
+    )
     workload = tickets_workload(args.corpus)
     results: list[LoadRow] = []
     for i, (name, flags) in enumerate(parse_configs(args.configs)):

@@ -97,6 +97,7 @@ class LevelPlan:
     concurrencies: tuple[int, ...]
     open_rates: tuple[float, ...]  # the first is the one judged against the p99 target
     top_k: int
+    honour_retry_after: bool = True  # closed loops: clients wait out a 503's Retry-After
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,13 @@ def run_levels(
     rows = []
     for mode, kind, load, client in levels:
         config = level_config(
-            kind, load, plan.warmup_s, plan.duration_s, poisson=True, seed=OPEN_LOOP_SEED
+            kind,
+            load,
+            plan.warmup_s,
+            plan.duration_s,
+            poisson=True,
+            seed=OPEN_LOOP_SEED,
+            honour_retry_after=plan.honour_retry_after,
         )
         measured = kbrec_level(server, workload, order, config, plan.top_k, client)
         rows.append(LoadRow(name, mode, client, measured))

@@ -10,6 +10,10 @@ measure the backlog, not the server).
 Closed loop: `concurrency` requests in flight, each followed by the next as soon as it
 returns (perf_analyzer's concurrency mode). A stall here shows as fewer requests, not
 as latency: the loop waits with the server, which is coordinated omission by design.
+A refusal with Retry-After (429/503) is followed by the next request only once that
+wait is over, as a well-behaved client does; `honour_retry_after=False` sends at once,
+as a client that ignores it does (each refusal then costs the server a whole HTTP
+request again at once, which on a saturated server can take the CPU its answers need).
 """
 
 from __future__ import annotations
@@ -135,7 +139,10 @@ class OpenLoop(_Driver):
         if self.running:
             self._timer = self.loop.call_at(self.next_due, self._tick)
 
-    def _done(self, due: float, item: int, finished: float, error: str | None) -> None:
+    def _done(
+        self, due: float, item: int, finished: float, error: str | None, _retry_after_s: float
+    ) -> None:
+        # Arrivals do not depend on answers: an open loop has no next request to delay.
         self.recorder.on_done(self.ops[item], finished - due, error)
 
 
@@ -149,10 +156,19 @@ class ClosedLoop(_Driver):
         budget: Budget,
         *,
         concurrency: int,
+        honour_retry_after: bool = True,
     ) -> None:
         super().__init__(target, picks, ops, recorder, budget)
         self.mode, self.load = "closed", float(concurrency)
         self.concurrency = concurrency
+        self.honour_retry_after = honour_retry_after
+        self._waiting: set[asyncio.TimerHandle] = set()  # clients sitting out a Retry-After
+
+    def stop(self) -> None:
+        super().stop()
+        for handle in self._waiting:
+            handle.cancel()
+        self._waiting.clear()
 
     def start(self) -> None:
         self.running = True
@@ -170,9 +186,22 @@ class ClosedLoop(_Driver):
         else:  # only if the in-flight cap is below the concurrency
             self.recorder.on_dropped(DROP_IN_FLIGHT_CAP)
 
-    def _done(self, started: float, item: int, finished: float, error: str | None) -> None:
+    def _done(
+        self, started: float, item: int, finished: float, error: str | None, retry_after_s: float
+    ) -> None:
         self.recorder.on_done(self.ops[item], finished - started, error)
-        self._send()
+        if retry_after_s > 0 and self.honour_retry_after and self.running:
+            self._send_after(retry_after_s)
+        else:
+            self._send()
+
+    def _send_after(self, seconds: float) -> None:
+        def resume() -> None:
+            self._waiting.discard(handle)
+            self._send()
+
+        handle = self.loop.call_later(seconds, resume)
+        self._waiting.add(handle)
 
 
 Driver = OpenLoop | ClosedLoop

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import email.utils
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -83,6 +85,7 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.expected = -1  # bytes of the whole response once its head is parsed
         self.closes = False  # the response said "Connection: close"
+        self.retry_after_s = 0.0  # the response's Retry-After (0: none, or not a 429/503)
         self.item = -1
         self.done: Done | None = None
         self.deadline = 0.0
@@ -112,7 +115,8 @@ class _Connection(asyncio.Protocol):
         status = int(buffer[9:12])
         buffer.clear()
         self.expected = -1
-        self.pool.finish(self, None if 200 <= status < 300 else f"HTTP {status}")
+        error = None if 200 <= status < 300 else f"HTTP {status}"
+        self.pool.finish(self, error, self.retry_after_s)
 
     def _parse_head(self) -> bool:
         """Find the head's end and the body length; False if more bytes are needed."""
@@ -129,6 +133,7 @@ class _Connection(asyncio.Protocol):
             return False
         self.expected = end + 4 + length
         self.closes = b"\r\nconnection: close" in head
+        self.retry_after_s = _retry_after_s(head) if head[9:12] in (b"429", b"503") else 0.0
         return True
 
     def fail(self, error: str) -> None:
@@ -159,6 +164,26 @@ def _content_length(head: bytes) -> int | None:
     end = head.find(b"\r\n", start)
     value = head[start : end if end >= 0 else len(head)].strip()
     return int(value) if value.isdigit() else None
+
+
+def _retry_after_s(head: bytes) -> float:
+    """Retry-After in seconds: delta-seconds, or an HTTP date from now; 0 if absent or
+    unreadable (a client then has nothing to honour)."""
+    start = head.find(b"\r\nretry-after:")
+    if start < 0:
+        return 0.0
+    start += len(b"\r\nretry-after:")
+    end = head.find(b"\r\n", start)
+    value = head[start : end if end >= 0 else len(head)].strip().decode("latin-1")
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    if when.tzinfo is None:  # an HTTP date is GMT by definition
+        when = when.replace(tzinfo=datetime.UTC)
+    return max((when - datetime.datetime.now(datetime.UTC)).total_seconds(), 0.0)
 
 
 class HttpTarget:
@@ -221,7 +246,9 @@ class HttpTarget:
         self._busy.add(connection)
         connection.send(self.requests[item], item, done, deadline)
 
-    def finish(self, connection: _Connection, error: str | None) -> None:
+    def finish(
+        self, connection: _Connection, error: str | None, retry_after_s: float = 0.0
+    ) -> None:
         """Called by a connection when its request ends; the connection is reused if it can."""
         item, done = connection.item, connection.done
         assert done is not None
@@ -232,11 +259,11 @@ class HttpTarget:
             self._idle.append(connection)
         elif connection.transport is not None:
             connection.transport.abort()
-        self._end(item, done, error)
+        self._end(item, done, error, retry_after_s)
 
-    def _end(self, item: int, done: Done, error: str | None) -> None:
+    def _end(self, item: int, done: Done, error: str | None, retry_after_s: float = 0.0) -> None:
         self.in_flight -= 1
-        done(item, self._loop.time(), error)
+        done(item, self._loop.time(), error, retry_after_s)
 
     def forget(self, connection: _Connection) -> None:
         self._busy.discard(connection)
@@ -260,7 +287,7 @@ class HttpTarget:
     async def check(self) -> None:
         """Send item 0 once and require a 2xx, so a wrong URL fails before any load."""
         outcome: asyncio.Future[str | None] = self._loop.create_future()
-        self.submit(0, lambda _item, _at, error: outcome.set_result(error))
+        self.submit(0, lambda _item, _at, error, _retry_after: outcome.set_result(error))
         error = await outcome
         if error is not None:
             raise TargetError(f"{self.endpoint.authority}{self.endpoint.prefix}: {error}")

@@ -103,7 +103,7 @@ class LibraryTarget:
     def _finished(self, item: int, done: Done, task: asyncio.Task[str | None]) -> None:
         self._tasks.discard(task)
         self.in_flight -= 1
-        done(item, self._loop.time(), INTERRUPTED if task.cancelled() else task.result())
+        done(item, self._loop.time(), INTERRUPTED if task.cancelled() else task.result(), 0.0)
 
     def abandon(self) -> int:
         for task in list(self._tasks):

@@ -37,6 +37,7 @@ def level_config(
     poisson: bool = False,
     seed: int = 0,
     max_lag_s: float = 1.0,
+    honour_retry_after: bool = True,
 ) -> RunConfig:
     """One level (a rate, or a concurrency): warm-up, then one window of `window_s`."""
     return RunConfig(
@@ -54,6 +55,7 @@ def level_config(
         max_error_rate=1.0,
         max_lag_s=max_lag_s,
         seed=seed,
+        honour_retry_after=honour_retry_after,
     )
 
 

@@ -48,6 +48,8 @@ class RunConfig:
     max_error_rate: float
     max_lag_s: float
     seed: int
+    # closed: wait out a 429/503's Retry-After before the next request (False: at once)
+    honour_retry_after: bool = True
 
     def __post_init__(self) -> None:
         if self.mode not in ("open", "closed"):
@@ -182,7 +184,9 @@ class _Run:
         load, config = self.load, self.config
         common = (self.target, load.picks, load.ops, self.recorder, self.budget)
         if config.mode == "closed":
-            return ClosedLoop(*common, concurrency=int(level))
+            return ClosedLoop(
+                *common, concurrency=int(level), honour_retry_after=config.honour_retry_after
+            )
         return OpenLoop(
             *common,
             rate=level,

@@ -49,6 +49,7 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             max_error_rate=args.max_error_rate,
             max_lag_s=args.max_lag_ms / 1000,
             seed=args.seed,
+            honour_retry_after=not args.ignore_retry_after,
         )
     except ValueError as exc:
         raise SetupError(str(exc)) from exc

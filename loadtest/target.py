@@ -21,8 +21,9 @@ INTERRUPTED: Final = "interrupted"  # still in flight when the run was cut short
 DROP_IN_FLIGHT_CAP: Final = "in-flight cap"
 DROP_BEHIND_SCHEDULE: Final = "behind schedule"
 
-# (item, finished at loop time, error kind or None for success)
-Done = Callable[[int, float, str | None], None]
+# (item, finished at loop time, error kind or None for success, seconds the server asked
+# the client to wait before its next request: a 429/503's Retry-After, else 0)
+Done = Callable[[int, float, str | None, float], None]
 
 
 class TargetError(Exception):

@@ -149,7 +149,7 @@ class TritonTarget:
             error = error_kind(exc)
         else:
             error = None
-        done(item, self._loop.time(), error)
+        done(item, self._loop.time(), error, 0.0)
 
     def abandon(self) -> int:
         count = len(self._tasks)

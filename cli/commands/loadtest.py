@@ -73,6 +73,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     load.add_argument("--poisson", action="store_true", help="open: Poisson arrivals, not constant")
     load.add_argument("--concurrency", type=int, default=1, help="closed: in flight (default: 1)")
     load.add_argument(
+        "--ignore-retry-after",
+        action="store_true",
+        help="closed: after a 429/503 send again at once, as a client that ignores "
+        "Retry-After does (default: wait as the answer asks)",
+    )
+    load.add_argument(
         "--sweep",
         type=_numbers,
         metavar="A,B,...",

@@ -25,7 +25,7 @@ def test_the_timed_target_notes_how_each_request_ended_and_when() -> None:
             seen: list[tuple[int, str | None]] = []
             both = asyncio.Event()
 
-            def done(item: int, at: float, error: str | None) -> None:
+            def done(item: int, at: float, error: str | None, _retry_after_s: float) -> None:
                 seen.append((item, error))
                 if len(seen) == 2:
                     both.set()

@@ -8,6 +8,7 @@ import io
 import itertools
 import time
 
+import numpy as np
 import pytest
 from loadtest_helpers import config, run_against, small_workload
 
@@ -114,7 +115,7 @@ class FrozenOnceTarget:
 
     def _answer(self, item: int, done: Done) -> None:
         self.in_flight -= 1
-        done(item, asyncio.get_running_loop().time(), None)
+        done(item, asyncio.get_running_loop().time(), None, 0.0)
 
     def abandon(self) -> int:
         return 0
@@ -140,3 +141,56 @@ def test_requests_due_long_ago_are_dropped_and_the_rest_count_their_lag() -> Non
     # (More if the machine adds lag of its own; never fewer.)
     assert 17 <= totals.dropped[DROP_BEHIND_SCHEDULE] <= 30
     assert result.steps[0].measured.latency().max_us >= 80_000
+
+
+class RefusingTarget:
+    """Answers every request at once with a 503 asking for `retry_after_s`."""
+
+    timeout_s = 1.0
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after_s = retry_after_s
+        self.in_flight = 0
+        self.sent: list[float] = []
+
+    async def check(self) -> None:
+        pass
+
+    def submit(self, item: int, done: Done) -> bool:
+        loop = asyncio.get_running_loop()
+        self.sent.append(loop.time())
+        self.in_flight += 1
+        loop.call_soon(self._answer, item, done)
+        return True
+
+    def _answer(self, item: int, done: Done) -> None:
+        self.in_flight -= 1
+        done(item, asyncio.get_running_loop().time(), "HTTP 503", self.retry_after_s)
+
+    def abandon(self) -> int:
+        return 0
+
+    async def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("honour", [True, False], ids=["honoured", "ignored"])
+def test_a_closed_loop_client_waits_out_retry_after_unless_told_not_to(honour: bool) -> None:
+    target = RefusingTarget(retry_after_s=0.25)
+
+    async def make() -> RefusingTarget:
+        return target
+
+    run = config(mode="closed", loads=(2,), duration_s=1.0, honour_retry_after=honour)
+    load = Load(make, iter(itertools.cycle([0])), small_workload().ops, "refusing", "one query")
+    result = asyncio.run(execute(run, load, progress_stream=io.StringIO()))
+    assert result.totals is not None
+    if honour:
+        # Each of the 2 clients: a request at 0, 0.25, 0.5, 0.75 s (and one more if the
+        # machine is quick about the last): never two within one Retry-After.
+        assert 8 <= len(target.sent) <= 10
+        gaps = np.diff(sorted(target.sent)[::2])
+        assert gaps.min() >= 0.25 - 0.01
+    else:
+        assert len(target.sent) > 200  # at once, again and again
+    assert result.totals.errors["HTTP 503"] == len(target.sent)

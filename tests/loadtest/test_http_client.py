@@ -1,13 +1,16 @@
-"""The raw HTTP client: only the URL given, no redirects, every failure counted by kind."""
+"""The raw HTTP client: only the URL given, no redirects, every failure counted by kind,
+and a refusal's Retry-After passed on."""
 
 from __future__ import annotations
 
 import asyncio
+import datetime
+import email.utils
 from collections.abc import Awaitable, Callable
 
 import pytest
 
-from loadtest.http_client import HttpTarget, build_request, parse_http_url
+from loadtest.http_client import HttpTarget, _retry_after_s, build_request, parse_http_url
 from loadtest.stub_server import stub_thread
 from loadtest.target import CONNECTION_ERROR, PROTOCOL_ERROR, TIMEOUT, TargetError
 
@@ -37,7 +40,7 @@ def send_all(url: str, count: int, timeout_s: float = 2.0) -> list[str | None]:
         outcomes: list[asyncio.Future[str | None]] = []
         for _ in range(count):
             future = asyncio.get_running_loop().create_future()
-            assert target.submit(0, lambda _i, _t, error, f=future: f.set_result(error))
+            assert target.submit(0, lambda _i, _t, error, _r, f=future: f.set_result(error))
             outcomes.append(future)
         try:
             return list(await asyncio.gather(*outcomes))
@@ -115,7 +118,7 @@ def test_malformed_answers_are_errors(answer: bytes, expected: str | None) -> No
         endpoint = parse_http_url(url)
         target = HttpTarget(endpoint, [build_request(endpoint, "POST", "/", b"{}")], 1, 2.0)
         outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        target.submit(0, lambda _i, _t, error: outcome.set_result(error))
+        target.submit(0, lambda _i, _t, error, _r: outcome.set_result(error))
         try:
             return await outcome
         finally:
@@ -123,3 +126,41 @@ def test_malformed_answers_are_errors(answer: bytes, expected: str | None) -> No
             server.close()
 
     assert asyncio.run(run()) == expected
+
+
+@pytest.mark.parametrize(
+    ("head", "expected"),
+    [
+        (b"HTTP/1.1 503 X\r\nretry-after: 3", ("HTTP 503", 3.0)),
+        (b"HTTP/1.1 429 X\r\nRetry-After:  7 ", ("HTTP 429", 7.0)),
+        (b"HTTP/1.1 503 X\r\nretry-after: Wed, 21 Oct 2015 07:28:00 GMT", ("HTTP 503", 0.0)),
+        (b"HTTP/1.1 503 X\r\nretry-after: soon", ("HTTP 503", 0.0)),
+        (b"HTTP/1.1 503 X", ("HTTP 503", 0.0)),
+        (b"HTTP/1.1 200 OK\r\nretry-after: 3", (None, 0.0)),  # only refusals ask for a wait
+    ],
+    ids=["503-seconds", "429-seconds", "date-past", "unreadable", "absent", "not-a-refusal"],
+)
+def test_a_refusal_passes_on_its_retry_after(
+    head: bytes, expected: tuple[str | None, float]
+) -> None:
+    async def run() -> tuple[str | None, float]:
+        server, url = await raw_server(head + b"\r\ncontent-length: 2\r\n\r\n{}")()
+        endpoint = parse_http_url(url)
+        target = HttpTarget(endpoint, [build_request(endpoint, "POST", "/", b"{}")], 1, 2.0)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[tuple[str | None, float]] = loop.create_future()
+        target.submit(0, lambda _i, _t, error, wait: outcome.set_result((error, wait)))
+        try:
+            return await outcome
+        finally:
+            await target.close()
+            server.close()
+
+    assert asyncio.run(run()) == expected
+
+
+def test_a_retry_after_date_counts_from_now() -> None:
+    soon = email.utils.format_datetime(
+        datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=30), usegmt=True
+    )
+    assert 25 <= _retry_after_s(f"http/1.1 503 x\r\nretry-after: {soon}".lower().encode()) <= 30
