@@ -55,7 +55,7 @@ from server.inference.backends.base import BackendError, BackendProvider
 from server.inference.batching import BatchObserver
 from server.inference.compute_gate import QUEUED_LANES, ComputeGate, Lane
 from server.inference.device_ranking import RankingConfig
-from server.inference.ranking import RankRequest, ScoredArticle
+from server.inference.ranking import RankRequest, ScoredArticle, limit_blas_threads
 from server.inference.serving_model import ModelLoader
 from server.settings import Settings
 from server.storage.accounts import Account
@@ -173,7 +173,10 @@ class RecommendationService:
         )
         inference = self.settings.inference
         ranking = RankingConfig.from_settings(inference.ranking_device, inference.ranking_dtype)
-        log.info("ranking on %s (%s)", ranking.device, ranking.dtype)
+        blas_threads = limit_blas_threads(inference.ranking_threads)
+        log.info(
+            "ranking on %s (%s; BLAS threads: %s)", ranking.device, ranking.dtype, blas_threads
+        )
         loader = ModelLoader(
             self._backends,
             self.settings.batching,

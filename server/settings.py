@@ -70,6 +70,10 @@ SETTING_HELP: Final[dict[str, str]] = {
     "ingest_every": "when both wait: query batches run per article batch (article share bound)",
     "intra_op_threads": "ONNX Runtime intra-op threads (0: one per core this process may use)",
     "tokenizer_threads": "threads that tokenize off the event loop",
+    "ranking_threads": (
+        "threads of NumPy's BLAS in CPU ranking (idle ones spin on the cores the encoder "
+        "needs; more pays off only for accounts of many thousands of articles)"
+    ),
     "backfill_threads": "embedded: ONNX Runtime threads of the re-embedding session",
     "triton_url": "embed through Triton at grpc://HOST:PORT (empty: embedded ONNX Runtime)",
     "triton_timeout_s": "deadline of every Triton call, seconds (503 when exceeded)",
@@ -145,6 +149,7 @@ class HttpSettings:
 class InferenceSettings:
     intra_op_threads: int = 0
     tokenizer_threads: int = 2
+    ranking_threads: int = 1
     backfill_threads: int = 1
     triton_url: str = ""
     triton_timeout_s: float = 5.0
@@ -153,7 +158,9 @@ class InferenceSettings:
     ranking_dtype: str = "float32"
 
     def __post_init__(self) -> None:
-        require_positive(self, "tokenizer_threads", "backfill_threads", "triton_timeout_s")
+        require_positive(
+            self, "tokenizer_threads", "ranking_threads", "backfill_threads", "triton_timeout_s"
+        )
         for name, allowed in (
             ("device", ENCODER_DEVICES),
             ("ranking_device", RANKING_DEVICES),

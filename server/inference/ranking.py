@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from server.inference.array_modules import NUMPY, ArrayModule
 from server.inference.index import AccountIndex, IndexEntry, VersionIndex
@@ -133,3 +134,15 @@ def top_k(
     """The k best rows of one query's `scores` (a 1-d array on the array module's device)."""
     (ranked,) = top_k_rows(scores[None, :], account, k, locale, arrays)
     return ranked
+
+
+def limit_blas_threads(threads: int) -> int | None:
+    """Cap this process's BLAS pool (OpenBLAS under NumPy), which CPU ranking's matrix
+    products use; returns the threads it now has (None: no BLAS pool found). Its threads
+    spin after each product, and a ranking product here is too small to share: with the
+    default (one per core), MiniLM's saturation on two cores was 181–189 req/s against
+    211–219 with one (BENCHMARKS.md, 2026-12-01). Only the first thread that sets a limit
+    holds the pool (threadpoolctl), which in `kbrec serve` is the main thread."""
+    threadpool_limits(limits=threads, user_api="blas")
+    pools = [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+    return max(pools) if pools else None

@@ -57,10 +57,23 @@ def top_ids(result: dict) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def server(tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def process(
+    tiny_model_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ServeProcess]:
     db = tmp_path_factory.mktemp("e2e") / "kbrec.sqlite"
     with ServeProcess("--repository", str(tiny_model_repository), "--db", str(db)) as process:
-        yield process.url
+        yield process
+
+
+@pytest.fixture(scope="module")
+def server(process: ServeProcess) -> str:
+    return process.url
+
+
+def test_cpu_ranking_holds_numpys_blas_to_one_thread(process: ServeProcess) -> None:
+    # The default, --ranking-threads 1, as the pool reports it after the cap (two idle
+    # threads of its own would spin on the cores the encoder needs).
+    assert "ranking on cpu (float32; BLAS threads: 1)" in process.output()
 
 
 @pytest.fixture

@@ -53,6 +53,7 @@ def test_environment_then_flags() -> None:
         ({"KBREC_INGEST_MAX_QUEUE": "1"}, "ingest_max_queue"),
         ({"KBREC_TRITON_URL": "http://127.0.0.1:8000"}, "triton_url"),
         ({"KBREC_TRITON_TIMEOUT_S": "0"}, "triton_timeout_s"),
+        ({"KBREC_RANKING_THREADS": "0"}, "ranking_threads"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
