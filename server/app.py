@@ -38,10 +38,13 @@ def default_backends(settings: Settings) -> BackendProvider:
         return TritonProvider(
             inference.triton_url, settings.repository, timeout_s=inference.triton_timeout_s
         )
-    # Workers share the cores: each gets its part, not one thread per core (which would
-    # put `workers` threads on every core).
-    threads = inference.intra_op_threads or max(1, usable_cores() // settings.http.workers)
-    return OnnxRuntimeProvider(threads, inference.backfill_threads, inference.device)
+    # Workers and their model instances share the cores: each instance gets its part,
+    # not one thread per core (which would put several threads on every core).
+    instances = inference.model_instances
+    threads = inference.intra_op_threads or max(
+        1, usable_cores() // settings.http.workers // instances
+    )
+    return OnnxRuntimeProvider(threads, inference.backfill_threads, inference.device, instances)
 
 
 @asynccontextmanager

@@ -127,7 +127,8 @@ class RecommendationService:
         self._leadership_task: asyncio.Task[None] | None = None
         self._tokenizer_executor: ThreadPoolExecutor | None = None
         self._index_task: asyncio.Task[None] | None = None
-        self._gate = ComputeGate()  # one backend call at a time, across versions
+        # Backend calls at once, across versions: one per model instance.
+        self._gate = ComputeGate(settings.inference.model_instances)
 
     # --- lifecycle -------------------------------------------------------------
 

@@ -70,6 +70,11 @@ SETTING_HELP: Final[dict[str, str]] = {
     "ingest_every": "when both wait: query batches run per article batch (article share bound)",
     "intra_op_threads": "ONNX Runtime intra-op threads (0: one per core this process may use)",
     "tokenizer_threads": "threads that tokenize off the event loop",
+    "model_instances": (
+        "batches embedded at once: the embedded encoder loads this many sessions (each "
+        "its own copy of the weights, with its share of the cores as intra-op threads); "
+        "with Triton, calls in flight to it"
+    ),
     "ranking_threads": (
         "threads of NumPy's BLAS in CPU ranking (idle ones spin on the cores the encoder "
         "needs; more pays off only for accounts of many thousands of articles)"
@@ -150,6 +155,7 @@ class InferenceSettings:
     intra_op_threads: int = 0
     tokenizer_threads: int = 2
     ranking_threads: int = 1
+    model_instances: int = 1
     backfill_threads: int = 1
     triton_url: str = ""
     triton_timeout_s: float = 5.0
@@ -159,7 +165,12 @@ class InferenceSettings:
 
     def __post_init__(self) -> None:
         require_positive(
-            self, "tokenizer_threads", "ranking_threads", "backfill_threads", "triton_timeout_s"
+            self,
+            "tokenizer_threads",
+            "ranking_threads",
+            "model_instances",
+            "backfill_threads",
+            "triton_timeout_s",
         )
         for name, allowed in (
             ("device", ENCODER_DEVICES),

@@ -1,6 +1,7 @@
 """Micro-batching: many concurrent embed requests become one backend call.
 
-Two lanes share one backend and one worker task:
+Two lanes share one backend and one worker task, which runs as many batches at once
+as the `ComputeGate` has room for (one per model instance, `--model-instances`):
 
 - QUERY (live recommendations): a batch flushes when `max_batch_size` queries
   wait or the oldest has waited `max_wait_ms`, whichever comes first. The wait is
@@ -12,8 +13,8 @@ Two lanes share one backend and one worker task:
   and a query that arrives meanwhile waits for the whole batch.
 
 Priority: while queries wait, they go first, but never more than `ingest_every`
-query batches in a row when articles wait too, so neither lane starves the other
-and a query waits behind at most one (small) article batch.
+query batches in a row (counted as they finish) when articles wait too, so neither
+lane starves the other and a query waits behind at most one (small) article batch.
 
 Admission is tried without waiting: a query whose expected wait (the rows ahead
 of it over the rate queries are served) is over `max_queue_ms`, or that finds
@@ -250,10 +251,11 @@ class MicroBatcher(Generic[P, R]):
         self._wakeup = asyncio.Event()  # something was queued
         self._room_freed = asyncio.Event()  # something left a queue (or the worker ended)
         self._worker: asyncio.Task[None] | None = None
-        self._in_flight: list[_Pending] = []
+        self._in_flight: list[list[_Pending]] = []  # the batches running now
         # perf_counter at the end of the last query batch if queries still waited then
         self._query_backlog_since: float | None = None
         self._failure: BackendUnavailable | None = None
+        self._worker_error: BaseException | None = None  # what ended the worker, if not a close
         self._query_batches_in_a_row = 0
         self._admission = QueueAdmission(config.max_queue, config.max_queue_ms / 1000)
 
@@ -269,6 +271,9 @@ class MicroBatcher(Generic[P, R]):
     def idle(self) -> bool:
         """Nothing queued and no batch running."""
         return not self._in_flight and not any(self._lanes.values())
+
+    def _rows_in_flight(self) -> int:
+        return sum(len(batch) for batch in self._in_flight)
 
     @property
     def admission(self) -> QueueAdmission:
@@ -315,7 +320,7 @@ class MicroBatcher(Generic[P, R]):
         lane = self._lanes[Lane.QUERY]
         lane.drop_gone()
         self._expire(lane)
-        refusal = self._admission.refusal(len(lane), len(self._in_flight))
+        refusal = self._admission.refusal(len(lane), self._rows_in_flight())
         if refusal is not None:
             raise Overloaded(refusal)
 
@@ -401,11 +406,36 @@ class MicroBatcher(Generic[P, R]):
         return future
 
     async def _work(self) -> None:
-        while True:
-            lane = await self._next_lane()
-            batch = await self._collect(lane)
-            if batch:
-                await self._execute(lane, batch)
+        """Collect batches and run up to the gate's capacity of them at once (one per model
+        instance): the next batch is taken as soon as an instance is free."""
+        slots = asyncio.Semaphore(self._gate.capacity)
+        running: set[asyncio.Task[None]] = set()
+        worker = asyncio.current_task()
+        assert worker is not None
+
+        def finished(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            slots.release()
+            if not task.cancelled() and (error := task.exception()) is not None:
+                # A fault outside a batch's own error handling ends the worker, as it
+                # would if the batch had run in it: every caller learns of it.
+                self._worker_error = error
+                worker.cancel()
+
+        try:
+            while True:
+                await slots.acquire()
+                lane = await self._next_lane()
+                batch = await self._collect(lane)
+                if not batch:
+                    slots.release()
+                    continue
+                task = asyncio.get_running_loop().create_task(self._execute(lane, batch))
+                running.add(task)
+                task.add_done_callback(finished)
+        finally:
+            for task in running:
+                task.cancel()
 
     async def _next_lane(self) -> Lane:
         queries, articles = self._lanes[Lane.QUERY], self._lanes[Lane.INGEST]
@@ -449,7 +479,8 @@ class MicroBatcher(Generic[P, R]):
 
     async def _execute(self, lane: Lane, batch: list[_Pending]) -> None:
         started = time.perf_counter()  # loop.time() counts whole ms on uvloop
-        self._in_flight = batch
+        running = batch  # `batch` becomes the rows left after tokenizing
+        self._in_flight.append(running)
         taken = len(batch)
         try:
             batch = await self._tokenized(batch)
@@ -464,7 +495,7 @@ class MicroBatcher(Generic[P, R]):
             for item, result in zip(batch, results, strict=True):
                 if not item.future.done():
                     item.future.set_result(result)
-        self._in_flight = []
+        self._in_flight = [b for b in self._in_flight if b is not running]
         seconds = time.perf_counter() - started
         if batch:
             self._policies[lane].observe(len(batch), seconds)
@@ -542,17 +573,18 @@ class MicroBatcher(Generic[P, R]):
         self._query_backlog_since = ended if queue else None
 
     def _on_worker_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled():
+        error = self._worker_error or (None if task.cancelled() else task.exception())
+        if error is None:
             failure = BackendUnavailable("batcher closed")
         else:
-            error = task.exception()
             log.error("batch worker died", exc_info=error)
             failure = BackendUnavailable(f"batch worker died: {error!r}")
         self._fail_everything(failure)
 
     def _fail_everything(self, failure: BackendUnavailable) -> None:
         self._failure = failure
-        fail_callers(self._in_flight, failure)
+        for batch in self._in_flight:
+            fail_callers(batch, failure)
         self._in_flight = []
         for lane in self._lanes.values():
             fail_callers(lane.drain(), failure)

@@ -1,9 +1,10 @@
-"""One backend call at a time across model versions, most urgent work first.
+"""A fixed number of backend calls at a time across model versions, most urgent first.
 
 The active version and a candidate being re-embedded share the same cores or the
 same Triton. Every backend call of their batchers passes through one `ComputeGate`:
 queries first, then article writes, then background re-embedding
-(docs/architecture.md, "Sharing compute between versions").
+(docs/architecture.md, "Sharing compute between versions"). Its capacity is the
+number of model instances (`--model-instances`, default 1): calls beyond it wait.
 """
 
 from __future__ import annotations
@@ -43,18 +44,25 @@ class QueryQueue(Protocol):
 
 
 class ComputeGate:
-    """Lets one backend call run at a time; waiters go by lane priority, then arrival.
+    """Lets `capacity` backend calls run at once; waiters go by lane priority, then arrival.
 
     Priority only orders calls already waiting at the gate; queries still queued in
     a batcher (its worker busy with the previous batch) are not waiting yet, so a
     background step also defers while any registered batcher has queries queued.
     """
 
-    def __init__(self) -> None:
-        self._busy = False
+    def __init__(self, capacity: int = 1) -> None:
+        if capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
+        self._capacity = capacity
+        self._running = 0
         self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
         self._arrivals = itertools.count()
         self._batchers: set[QueryQueue] = set()
+
+    @property
+    def capacity(self) -> int:
+        return self._capacity
 
     def register(self, batcher: QueryQueue) -> None:
         self._batchers.add(batcher)
@@ -73,7 +81,7 @@ class ComputeGate:
 
     @contextlib.asynccontextmanager
     async def hold(self, lane: Lane) -> AsyncIterator[None]:
-        if self._busy:
+        if self._running >= self._capacity:
             granted = asyncio.get_running_loop().create_future()
             heapq.heappush(self._waiting, (PRIORITY[lane], next(self._arrivals), granted))
             try:
@@ -83,7 +91,7 @@ class ComputeGate:
                     self._release()  # handed over just as the waiter was cancelled
                 raise
         else:
-            self._busy = True
+            self._running += 1
         try:
             yield
         finally:
@@ -93,6 +101,6 @@ class ComputeGate:
         while self._waiting:
             _, _, granted = heapq.heappop(self._waiting)
             if not granted.done():  # skip waiters that were cancelled
-                granted.set_result(None)  # the gate passes to it, still busy
+                granted.set_result(None)  # the slot passes to it
                 return
-        self._busy = False
+        self._running -= 1

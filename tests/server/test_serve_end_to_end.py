@@ -226,3 +226,21 @@ def test_a_restart_keeps_everything_without_re_embedding(
             assert top_ids(recommend(http, "kept", title))[0] == f"k{i}"
         assert http.get("/v1/accounts/kept/articles/k3").json()["title"] == TOPICS[3]
     assert "10 stored vectors, 0 articles to embed" in second.output()
+
+
+def test_two_model_instances_answer_concurrent_queries(
+    tiny_model_repository: Path, tmp_path: Path
+) -> None:
+    args = ["--repository", str(tiny_model_repository), "--db", str(tmp_path / "kbrec.sqlite")]
+    with (
+        ServeProcess(*args, "--model-instances", "2") as process,
+        httpx.Client(base_url=process.url, timeout=30) as http,
+    ):
+        for i, title in enumerate(TOPICS):
+            assert put(http, "pair", f"pair{i}", title).status_code == 201
+        queries = [TOPICS[i % len(TOPICS)] for i in range(48)]
+        with ThreadPoolExecutor(16) as pool:
+            results = list(pool.map(lambda text: recommend(http, "pair", text, top_k=1), queries))
+        assert [top_ids(r) for r in results] == [[f"pair{i % len(TOPICS)}"] for i in range(48)]
+        # Each instance with its share of the cores (one on CI's two; at least one).
+        assert "2 instance(s) of 1 intra-op thread(s)" in process.output()

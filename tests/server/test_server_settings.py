@@ -54,6 +54,7 @@ def test_environment_then_flags() -> None:
         ({"KBREC_TRITON_URL": "http://127.0.0.1:8000"}, "triton_url"),
         ({"KBREC_TRITON_TIMEOUT_S": "0"}, "triton_timeout_s"),
         ({"KBREC_RANKING_THREADS": "0"}, "ranking_threads"),
+        ({"KBREC_MODEL_INSTANCES": "0"}, "model_instances"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:

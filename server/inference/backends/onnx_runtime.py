@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import queue
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -96,14 +97,22 @@ class OnnxRuntimeBackend(VersionBackend):
     def __init__(
         self,
         version: ModelVersion,
-        session: ort.InferenceSession,
+        sessions: Sequence[ort.InferenceSession],
         executor: ThreadPoolExecutor,
         background_threads: int = 1,
         device: str = "cpu",
     ) -> None:
+        """`sessions`: the instances, one batch at a time each (the executor has a
+        thread per instance)."""
         super().__init__(version)
+        if not sessions:
+            raise ValueError("a backend needs at least one session")
         self._device = device
-        self._session = session
+        self._session = sessions[0]  # for the model's signature
+        self._idle: queue.SimpleQueue[ort.InferenceSession] = queue.SimpleQueue()
+        for session in sessions:
+            self._idle.put(session)
+        self.instances = len(sessions)
         self._executor = executor
         self._background_threads = background_threads
         self._background: ort.InferenceSession | None = None
@@ -118,21 +127,28 @@ class OnnxRuntimeBackend(VersionBackend):
         intra_op_threads: int = 0,
         background_threads: int = 1,
         device: str = "cpu",
+        instances: int = 1,
     ) -> OnnxRuntimeBackend:
-        """Load the session off the event loop and check it with a probe batch."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"ort-v{version.number}")
+        """Load `instances` sessions off the event loop (each its own copy of the weights)
+        and check the model with a probe batch."""
+        executor = ThreadPoolExecutor(
+            max_workers=instances, thread_name_prefix=f"ort-v{version.number}"
+        )
         loop = asyncio.get_running_loop()
         try:
-            session = await loop.run_in_executor(
-                executor, load_verified_session, version, intra_op_threads, device
-            )
+            sessions = [
+                await loop.run_in_executor(
+                    executor, load_verified_session, version, intra_op_threads, device
+                )
+                for _ in range(instances)
+            ]
         except RepositoryError as exc:
             executor.shutdown(wait=False)
             raise BackendLoadError(f"version {version.number}: {exc}") from exc
         except Exception as exc:  # ORT raises its own pybind exception types
             executor.shutdown(wait=False)
             raise BackendLoadError(f"version {version.number}: model.onnx: {exc}") from exc
-        backend = cls(version, session, executor, background_threads, device)
+        backend = cls(version, sessions, executor, background_threads, device)
         try:
             backend._check_signature()
             await backend._check_probe()
@@ -140,11 +156,14 @@ class OnnxRuntimeBackend(VersionBackend):
             await backend.close()
             raise BackendLoadError(f"version {version.number}: {exc}") from exc
         log.info(
-            "ONNX Runtime backend: version %d, dim %d, max length %d, providers %s",
+            "ONNX Runtime backend: version %d, dim %d, max length %d, providers %s, "
+            "%d instance(s) of %d intra-op thread(s)",
             version.number,
             backend.dim,
             backend.max_length,
-            session.get_providers(),
+            sessions[0].get_providers(),
+            instances,
+            intra_op_threads or usable_cores(),
         )
         return backend
 
@@ -152,7 +171,8 @@ class OnnxRuntimeBackend(VersionBackend):
         self._check_input(token_ids)
         loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, self._run, token_ids)
+            (vectors,) = await loop.run_in_executor(self._executor, self._run_groups, [token_ids])
+            return vectors
         except RuntimeError as exc:  # executor shut down under us
             raise BackendUnavailable(str(exc)) from exc
 
@@ -210,16 +230,18 @@ class OnnxRuntimeBackend(VersionBackend):
         return self._run(token_ids, self._background)
 
     def _run_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
-        return [self._run(token_ids) for token_ids in groups]
+        # One executor thread per instance: an idle session is always there to take.
+        session = self._idle.get()
+        try:
+            return [self._run(token_ids, session) for token_ids in groups]
+        finally:
+            self._idle.put(session)
 
     def _drop_background(self) -> None:
         self._background = None
 
-    def _run(
-        self, token_ids: np.ndarray, session: ort.InferenceSession | None = None
-    ) -> np.ndarray:
+    def _run(self, token_ids: np.ndarray, session: ort.InferenceSession) -> np.ndarray:
         try:
-            session = session or self._session
             if self._device == "cuda":
                 vectors = run_bound(session, self._input_name, self._output_name, token_ids)
             else:
@@ -256,13 +278,14 @@ class OnnxRuntimeProvider:
     intra_op_threads: int = 0
     background_threads: int = 1
     device: str = "cpu"  # or cuda (execution_providers)
+    instances: int = 1  # sessions that embed batches at once (`--model-instances`)
 
     def __post_init__(self) -> None:
         require_device(self.device)  # a missing GPU build fails here, not as a failed version
 
     async def open(self, version: ModelVersion) -> OnnxRuntimeBackend:
         return await OnnxRuntimeBackend.open(
-            version, self.intra_op_threads, self.background_threads, self.device
+            version, self.intra_op_threads, self.background_threads, self.device, self.instances
         )
 
     async def hold(self, versions: Collection[ModelVersion]) -> None:

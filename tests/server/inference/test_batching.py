@@ -631,3 +631,78 @@ def test_the_served_rate_is_how_fast_a_backlog_drains_gaps_included() -> None:
         await batcher.close()
 
     run(test)
+
+
+def test_the_compute_gate_lets_its_capacity_of_calls_run_at_once() -> None:
+    async def test() -> None:
+        gate = ComputeGate(capacity=2)
+        inside: list[str] = []
+        release = asyncio.Event()
+
+        async def hold(lane: Lane, name: str) -> None:
+            async with gate.hold(lane):
+                inside.append(name)
+                await release.wait()
+
+        holders = [
+            asyncio.create_task(hold(lane, name))
+            for lane, name in [
+                (Lane.BACKFILL, "first"),
+                (Lane.BACKFILL, "second"),
+                (Lane.INGEST, "ingest"),
+                (Lane.QUERY, "query"),
+            ]
+        ]
+        await until(lambda: len(inside) == 2)
+        for _ in range(10):  # the other two stay out while both slots are held
+            await asyncio.sleep(0)
+        assert inside == ["first", "second"]
+        release.set()
+        await asyncio.gather(*holders)
+        assert inside[2:] == ["query", "ingest"]  # the waiters by priority
+
+    run(test)
+    with pytest.raises(ValueError, match="capacity"):
+        ComputeGate(capacity=0)
+
+
+def test_with_two_instances_two_batches_run_at_once_and_answer_their_own_callers() -> None:
+    async def test() -> None:
+        release = asyncio.Event()
+        backend = FakeBackend(1, gate=release)
+        batcher = MicroBatcher(
+            backend, BatchingConfig(max_batch_size=1, max_wait_ms=0), echo_rows, gate=ComputeGate(2)
+        )
+        batcher.start()
+        queries = [asyncio.create_task(batcher.query([2, n], f"q{n}")) for n in (10, 11, 12)]
+        await until(lambda: len(backend.calls) == 2)  # two batches in the backend at once
+        await until(lambda: batcher.depth(Lane.QUERY) == 1)  # the third waits for a slot
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert len(backend.calls) == 2
+        release.set()
+        results = await asyncio.gather(*queries)
+        assert [payload for payload, _ in results] == ["q10", "q11", "q12"]
+        for (_, vector), n in zip(results, (10, 11, 12), strict=True):
+            expected = await FakeBackend(1).embed(np.array([[2, n]], dtype=np.int32))
+            np.testing.assert_allclose(vector, expected[0], atol=1e-6)
+        await batcher.close()
+
+    run(test)
+
+
+def test_close_fails_the_callers_of_every_batch_in_flight() -> None:
+    async def test() -> None:
+        backend = FakeBackend(1, gate=asyncio.Event())
+        batcher = MicroBatcher(
+            backend, BatchingConfig(max_batch_size=1, max_wait_ms=0), echo_rows, gate=ComputeGate(2)
+        )
+        batcher.start()
+        queries = [asyncio.create_task(batcher.query([2, 3], name)) for name in "ab"]
+        await until(lambda: len(backend.calls) == 2)
+        await batcher.close()
+        for task in queries:
+            with pytest.raises(BackendUnavailable):
+                await task
+
+    run(test)

@@ -108,7 +108,7 @@ def test_a_backend_on_the_device_path_embeds_through_the_binding(
         session = load_session(str(version.path / "model.onnx"), 1)
         executor = ThreadPoolExecutor(1)
         # A CPU session on the "cuda" code path: the binding API is the same.
-        backend = OnnxRuntimeBackend(version, session, executor, 1, device="cuda")
+        backend = OnnxRuntimeBackend(version, [session], executor, 1, device="cuda")
         try:
             vectors = await backend.embed(TOKENS)
             expected = await FakeBackend(1).embed(TOKENS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -158,5 +159,39 @@ def test_background_embedding_runs_on_a_session_of_its_own(bow_repository: Path)
         await backend.close()
         with pytest.raises(BackendUnavailable):
             await backend.embed_background(token_ids)
+
+    run(test)
+
+
+def test_two_instances_embed_two_batches_at_once(
+    bow_repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+    both_running = threading.Barrier(2, timeout=5)  # broken if the batches took turns
+    sessions: list[object] = []
+    real_run = OnnxRuntimeBackend._run
+
+    def run_when_both_run(
+        backend: OnnxRuntimeBackend, token_ids: np.ndarray, session: object
+    ) -> np.ndarray:
+        sessions.append(session)
+        both_running.wait()
+        return real_run(backend, token_ids, session)  # type: ignore[arg-type]
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(version, intra_op_threads=1, instances=2)
+        assert backend.instances == 2
+        short = np.array([[2, 10, 3], [2, 11, 3]], dtype=np.int32)
+        long = np.array([[2, 12, 13, 14, 15, 16, 17, 3]], dtype=np.int32)
+        expected = [await FakeBackend(1).embed(ids) for ids in (short, long)]
+        monkeypatch.setattr(OnnxRuntimeBackend, "_run", run_when_both_run)
+        first, second = await asyncio.gather(
+            backend.embed_groups([short]), backend.embed_groups([long])
+        )
+        np.testing.assert_allclose(first[0], expected[0], atol=1e-5)
+        np.testing.assert_allclose(second[0], expected[1], atol=1e-5)
+        assert len({id(session) for session in sessions}) == 2  # one instance each
+        await backend.close()
 
     run(test)
