@@ -23,7 +23,8 @@ from server.http.keyring import KeyRing
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.http.routes import ROUTES, route_templates
 from server.inference.backends.base import BackendProvider
-from server.inference.backends.onnx_runtime import OnnxRuntimeProvider, usable_cores
+from server.inference.backends.onnx_runtime import OnnxRuntimeProvider
+from server.inference.cores import usable_cores
 from server.service import RecommendationService, StoreOpener
 from server.settings import Settings
 from server.storage.opening import open_store
@@ -40,7 +41,7 @@ def default_backends(settings: Settings) -> BackendProvider:
         )
     # Workers and their model instances share the cores: each instance gets its part,
     # not one thread per core (which would put several threads on every core).
-    instances = inference.model_instances
+    instances = inference.instances(settings.http.workers)
     threads = inference.intra_op_threads or max(
         1, usable_cores() // settings.http.workers // instances
     )

@@ -128,7 +128,7 @@ class RecommendationService:
         self._tokenizer_executor: ThreadPoolExecutor | None = None
         self._index_task: asyncio.Task[None] | None = None
         # Backend calls at once, across versions: one per model instance.
-        self._gate = ComputeGate(settings.inference.model_instances)
+        self._gate = ComputeGate(settings.inference.instances(settings.http.workers))
 
     # --- lifecycle -------------------------------------------------------------
 

@@ -20,10 +20,14 @@ from typing import Any, Final
 from server.inference.array_modules import RANKING_DEVICES, RANKING_DTYPES
 from server.inference.backends.base import ENCODER_DEVICES
 from server.inference.batching import BatchingConfig
+from server.inference.cores import usable_cores
 from server.storage.opening import store_location
 from server.versions.backfill import BackfillPacing
 
 ENV_PREFIX = "KBREC_"
+# Each instance holds its own copy of the model's weights (MiniLM: 90 MB); past a few,
+# more cores go to each instance's intra-op threads instead.
+AUTO_MAX_INSTANCES: Final = 4
 
 # The `kbrec serve --help` text of each knob.
 SETTING_HELP: Final[dict[str, str]] = {
@@ -68,12 +72,16 @@ SETTING_HELP: Final[dict[str, str]] = {
     "ingest_max_batch_size": "most articles embedded in one backend call",
     "ingest_max_queue": "article writes waiting to be embedded before a 503",
     "ingest_every": "when both wait: query batches run per article batch (article share bound)",
-    "intra_op_threads": "ONNX Runtime intra-op threads (0: one per core this process may use)",
+    "intra_op_threads": (
+        "ONNX Runtime intra-op threads of each model instance (0: its share of the cores "
+        "this process may use)"
+    ),
     "tokenizer_threads": "threads that tokenize off the event loop",
     "model_instances": (
         "batches embedded at once: the embedded encoder loads this many sessions (each "
         "its own copy of the weights, with its share of the cores as intra-op threads); "
-        "with Triton, calls in flight to it"
+        "with Triton, calls in flight to it (0: one per core this process may use, at "
+        f"most {AUTO_MAX_INSTANCES}, on the CPU; 1 on a GPU or with Triton)"
     ),
     "ranking_threads": (
         "threads of NumPy's BLAS in CPU ranking (idle ones spin on the cores the encoder "
@@ -155,7 +163,7 @@ class InferenceSettings:
     intra_op_threads: int = 0
     tokenizer_threads: int = 2
     ranking_threads: int = 1
-    model_instances: int = 1
+    model_instances: int = 0  # 0: `instances` chooses
     backfill_threads: int = 1
     triton_url: str = ""
     triton_timeout_s: float = 5.0
@@ -168,7 +176,6 @@ class InferenceSettings:
             self,
             "tokenizer_threads",
             "ranking_threads",
-            "model_instances",
             "backfill_threads",
             "triton_timeout_s",
         )
@@ -183,8 +190,23 @@ class InferenceSettings:
             raise ValueError("device is the embedded encoder's: Triton places its model itself")
         if self.intra_op_threads < 0:
             raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
+        if self.model_instances < 0:
+            raise ValueError(f"model_instances must be >= 0, got {self.model_instances}")
         if self.triton_url and not self.triton_url.startswith("grpc://"):
             raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
+
+    def instances(self, workers: int) -> int:
+        """Model instances of each process: as set, else one per core it may use (its
+        share among `workers`), at most AUTO_MAX_INSTANCES, when ONNX Runtime embeds on
+        the CPU; one on a GPU or with Triton, which batch on their own. On the CPU,
+        one-thread instances side by side outrun one instance of all the threads, whose
+        threads wait at every operator's barrier (BENCHMARKS.md: 1.2× saturation and a
+        5× lower p50 at 75 % load on two cores)."""
+        if self.model_instances:
+            return self.model_instances
+        if self.device != "cpu" or self.triton_url:
+            return 1
+        return max(1, min(usable_cores() // workers, AUTO_MAX_INSTANCES))
 
 
 @dataclass(frozen=True)

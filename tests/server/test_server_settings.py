@@ -7,8 +7,16 @@ from pathlib import Path
 
 import pytest
 
+from server import settings as settings_module
 from server.inference.batching import BatchingConfig
-from server.settings import KNOBS, SETTING_HELP, Settings, settings_from
+from server.settings import (
+    AUTO_MAX_INSTANCES,
+    KNOBS,
+    SETTING_HELP,
+    InferenceSettings,
+    Settings,
+    settings_from,
+)
 from server.versions.backfill import BackfillPacing
 
 
@@ -54,7 +62,7 @@ def test_environment_then_flags() -> None:
         ({"KBREC_TRITON_URL": "http://127.0.0.1:8000"}, "triton_url"),
         ({"KBREC_TRITON_TIMEOUT_S": "0"}, "triton_timeout_s"),
         ({"KBREC_RANKING_THREADS": "0"}, "ranking_threads"),
-        ({"KBREC_MODEL_INSTANCES": "0"}, "model_instances"),
+        ({"KBREC_MODEL_INSTANCES": "-1"}, "model_instances"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
@@ -92,3 +100,26 @@ def test_one_default_per_knob() -> None:
     assert settings.backfill == BackfillPacing()
     assert settings.batching == BatchingConfig()
     assert KNOBS["backfill_step_tokens"].default == BackfillPacing().step_tokens
+
+
+@pytest.mark.parametrize(
+    ("knobs", "cores", "workers", "instances"),
+    [
+        ({}, 2, 1, 2),  # one per core
+        ({}, 16, 1, AUTO_MAX_INSTANCES),  # at most a few copies of the weights
+        ({}, 16, 8, 2),  # each worker process: its share of the cores
+        ({}, 2, 4, 1),
+        ({"model_instances": 3}, 2, 1, 3),  # as set
+        ({"device": "cuda"}, 16, 1, 1),  # a GPU batches on its own
+        ({"triton_url": "grpc://127.0.0.1:8001"}, 16, 1, 1),
+    ],
+)
+def test_model_instances_default_to_one_per_core_on_the_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+    knobs: dict[str, object],
+    cores: int,
+    workers: int,
+    instances: int,
+) -> None:
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
+    assert InferenceSettings(**knobs).instances(workers) == instances  # type: ignore[arg-type]

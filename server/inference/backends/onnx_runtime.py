@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import queue
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -47,13 +46,9 @@ from server.inference.backends.execution_providers import (
     run_bound,
     tensorrt_cache_dir,
 )
+from server.inference.cores import usable_cores
 
 log = logging.getLogger(__name__)
-
-
-def usable_cores() -> int:
-    """Cores this process may run on (its CPU affinity: a container's cpuset, taskset)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_session(

@@ -281,8 +281,14 @@ def test_overload_is_an_immediate_503_with_retry_after(
     vector = np.ones(16, dtype=np.float32) / 4
     seed_store(db, [Article("acme", "a1", "reset password", "body")], {1: vector})
     release, backends = threading.Event(), []
-    settings = Settings.of(
-        repository=bow_repository, db=db, port=0, max_batch_size=1, max_queue=1, retry_after_s=7
+    settings = Settings.of(  # one instance: the held query holds the backend
+        repository=bow_repository,
+        db=db,
+        port=0,
+        max_batch_size=1,
+        max_queue=1,
+        retry_after_s=7,
+        model_instances=1,
     )
     app = create_app(settings, backends=held_backends(release, backends))
     query = {"account_id": "acme", "text": "reset password"}

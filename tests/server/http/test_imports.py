@@ -309,7 +309,7 @@ def test_healthz_stays_fast_while_a_large_export_is_parsed(server: Server) -> No
                 latencies.append(time.perf_counter() - sent)
         took = time.perf_counter() - started
         assert running.result().status_code == 200
-    assert took > 1.0, f"the import took only {took:.2f} s: too small to show a stall"
+    assert took > 0.5, f"the import took only {took:.2f} s: too small to show a stall"
     assert len(latencies) >= 10
     # On the loop, /healthz waited for the whole parse: more than half the import here.
     # Relative, so that a machine slowed by other work slows both sides alike; a quarter

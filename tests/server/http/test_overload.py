@@ -97,9 +97,12 @@ def controlled_app(
 def served(
     request: pytest.FixtureRequest, bow_repository: Path, tmp_path: Path
 ) -> Iterator[Served]:
-    """A server with one article, batches of one query; more knobs by indirect parameter."""
+    """A server with one article, batches of one query on one model instance (a held
+    query holds the backend); more knobs by indirect parameter."""
     knobs = getattr(request, "param", {})
-    app, backends = controlled_app(tmp_path, bow_repository, max_batch_size=1, **knobs)
+    app, backends = controlled_app(
+        tmp_path, bow_repository, max_batch_size=1, model_instances=1, **knobs
+    )
     with serve_in_thread(app) as url, httpx.Client(base_url=url, timeout=DEADLINE_S) as http:
         wait_ready(url)
         put = http.put(ARTICLE, json={"title": "reset password", "body": "how to"})
