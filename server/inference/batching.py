@@ -426,7 +426,7 @@ class MicroBatcher(Generic[P, R]):
             while True:
                 await slots.acquire()
                 lane = await self._next_lane()
-                batch = await self._collect(lane)
+                batch = await self._collect(lane, self._gate.capacity - len(running))
                 if not batch:
                     slots.release()
                     continue
@@ -452,8 +452,10 @@ class MicroBatcher(Generic[P, R]):
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def _collect(self, lane: Lane) -> list[_Pending]:
-        """Wait until `lane` has a full batch or its oldest row's wait is over; take it."""
+    async def _collect(self, lane: Lane, idle_instances: int = 1) -> list[_Pending]:
+        """Wait until `lane` has a full batch or its oldest row's wait is over; take it,
+        or its share when several instances are idle: rows that arrived together (a
+        burst, clients in step) then run side by side instead of on one instance."""
         queue, policy = self._lanes[lane], self._policies[lane]
         loop = asyncio.get_running_loop()
         while True:
@@ -473,7 +475,7 @@ class MicroBatcher(Generic[P, R]):
             except TimeoutError:
                 pass
         self._expire(queue)  # rows that passed their deadline meanwhile are not embedded
-        batch = queue.take(limit)
+        batch = queue.take(min(limit, max(1, math.ceil(len(queue) / idle_instances))))
         self._room_freed.set()
         return batch
 

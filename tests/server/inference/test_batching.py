@@ -706,3 +706,24 @@ def test_close_fails_the_callers_of_every_batch_in_flight() -> None:
                 await task
 
     run(test)
+
+
+@pytest.mark.parametrize(("instances", "batches"), [(1, [4]), (2, [2, 2]), (3, [2, 1, 1])])
+def test_queries_that_arrive_together_are_shared_among_idle_instances(
+    instances: int, batches: list[int]
+) -> None:
+    async def test() -> None:
+        release = asyncio.Event()
+        backend = FakeBackend(1, gate=release)
+        config = BatchingConfig(max_batch_size=8, max_wait_ms=0)
+        batcher = MicroBatcher(backend, config, echo_rows, gate=ComputeGate(instances))
+        batcher.start()
+        # All four are queued before the worker runs: clients in step, or a burst.
+        queries = [asyncio.create_task(batcher.query([2, 3], n)) for n in range(4)]
+        await until(lambda: len(backend.calls) == len(batches))
+        assert [rows for rows, _ in backend.calls] == batches
+        release.set()
+        assert [payload for payload, _ in await asyncio.gather(*queries)] == [0, 1, 2, 3]
+        await batcher.close()
+
+    run(test)
