@@ -4,7 +4,7 @@ The active version and a candidate being re-embedded share the same cores or the
 same Triton. Every backend call of their batchers passes through one `ComputeGate`:
 queries first, then article writes, then background re-embedding
 (docs/architecture.md, "Sharing compute between versions"). Its capacity is the
-number of model instances (`--model-instances`, default 1): calls beyond it wait.
+number of model instances (`--model-instances`): calls beyond it wait.
 """
 
 from __future__ import annotations
