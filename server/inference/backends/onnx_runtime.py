@@ -1,8 +1,11 @@
-"""The embedded backend: ONNX Runtime in this process, on a dedicated thread.
+"""The embedded backend: ONNX Runtime in this process, on threads of its own.
 
-One worker thread is enough: the batcher sends one batch at a time and ONNX Runtime
-parallelises inside each operator (intra-op threads), so concurrent runs would only
-fight over the same cores. The thread keeps the event loop free meanwhile.
+`instances` sessions of the model, each on a thread of its own and with its share of
+the cores as intra-op threads; the batcher sends up to that many batches at once
+(`--model-instances`). Without spinning, which would take the cores HTTP needs, a
+second intra-op thread mostly waits at each operator's barrier: two one-thread
+sessions side by side embed about 1.5 times what one two-thread session does
+(BENCHMARKS.md, "The front end, third pass"). The threads keep the event loop free.
 
 Re-embedding every article for a new version runs apart (`embed_background`): a
 second session of the same model, created on first use with `background_threads`
@@ -12,7 +15,7 @@ Measured on 2 cores (BENCHMARKS.md, "Live model upgrade"): a 32-token query take
 articles without pause; taking turns instead, a query arriving during a step
 waits up to a whole article (56–61 ms), and an upgrade's p99 was 4.5x steady.
 
-Both sessions are built from model bytes read and hashed in one go
+All sessions are built from model bytes read and hashed in one go
 (`ModelVersion.read_model`), never from the path: a model.onnx replaced after
 verification is refused (the background session fails with the reason), not run.
 """
@@ -268,7 +271,8 @@ class OnnxRuntimeBackend(VersionBackend):
 
 @dataclass(frozen=True)
 class OnnxRuntimeProvider:
-    """`BackendProvider` of the embedded default: one ONNX Runtime session per version."""
+    """`BackendProvider` of the embedded default: `instances` ONNX Runtime sessions per
+    version."""
 
     intra_op_threads: int = 0
     background_threads: int = 1
