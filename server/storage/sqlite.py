@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -90,15 +91,36 @@ def change(row: tuple) -> Change:
     return Change(seq, ChangeKind(kind), account_id, article_id, model_version, at)
 
 
+BUSY_TIMEOUT_S = 5.0  # how long a statement waits for another connection's lock
+WAL_RETRY_S = 0.01
+
+
+def enter_wal_mode(connection: sqlite3.Connection) -> None:
+    """Switch a file still in rollback-journal mode (one older kbrec wrote) to WAL.
+
+    The switch needs the file to itself, and while another process holds a write lock
+    (migrating the same old file, say) SQLite refuses it at once instead of waiting
+    out the busy timeout: so it is tried again until that timeout has passed. A file
+    already in WAL mode (every one kbrec opened before) needs no lock at all."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(WAL_RETRY_S)
+
+
 def connect(path: Path) -> sqlite3.Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE … COMMIT).
-    connection = sqlite3.connect(path, isolation_level=None)
+    connection = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S)
     try:
-        connection.execute("PRAGMA journal_mode=WAL")
+        enter_wal_mode(connection)
         connection.execute("PRAGMA synchronous=FULL")
         connection.execute("PRAGMA foreign_keys=ON")
-        connection.execute("PRAGMA busy_timeout=5000")
         migrate_sqlite(connection, str(path))
     except BaseException:
         connection.close()

@@ -5,13 +5,14 @@ Behaviour both backends share is in test_article_store.py."""
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
 from store_helpers import run, vec, write
 
 from server.storage.migrate import latest_version
-from server.storage.sqlite import SqliteArticleStore
+from server.storage.sqlite import SqliteArticleStore, connect
 from server.storage.store import EmbeddingWrite, StoreError
 
 SCHEMA_1 = """
@@ -174,4 +175,25 @@ def test_processes_opening_an_old_file_together_migrate_it_once(tmp_path: Path) 
             await store.close()
 
     run(test)
+    assert user_version(path) == latest_version("sqlite")
+
+
+def test_an_old_file_opens_while_another_process_migrates_it(tmp_path: Path) -> None:
+    # The one interleaving of the test above that failed (in CI): another connection
+    # holds the write lock (BEGIN IMMEDIATE, as a migration does) while this one asks
+    # for WAL mode, which SQLite refuses at once instead of waiting.
+    path = tmp_path / "kbrec.sqlite"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(SCHEMA_1)
+    migrating = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    migrating.execute("BEGIN IMMEDIATE")
+    done = threading.Timer(0.3, migrating.execute, ["COMMIT"])
+    done.start()
+    try:
+        connection = connect(path)
+    finally:
+        done.join()
+        migrating.close()
+    assert connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    connection.close()
     assert user_version(path) == latest_version("sqlite")
