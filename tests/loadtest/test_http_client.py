@@ -99,6 +99,25 @@ def raw_server(answer: bytes) -> Callable[[], Awaitable[tuple[asyncio.Server, st
     return start
 
 
+def outcome_of_one_request(answer: bytes) -> tuple[str | None, float]:
+    """(error, Retry-After seconds) the target reports for one request `answer`ed so."""
+
+    async def run() -> tuple[str | None, float]:
+        server, url = await raw_server(answer)()
+        endpoint = parse_http_url(url)
+        target = HttpTarget(endpoint, [build_request(endpoint, "POST", "/", b"{}")], 1, 2.0)
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[tuple[str | None, float]] = loop.create_future()
+        target.submit(0, lambda _i, _t, error, wait: outcome.set_result((error, wait)))
+        try:
+            return await outcome
+        finally:
+            await target.close()
+            server.close()
+
+    return asyncio.run(run())
+
+
 @pytest.mark.parametrize(
     ("answer", "expected"),
     [
@@ -113,19 +132,8 @@ def raw_server(answer: bytes) -> Callable[[], Awaitable[tuple[asyncio.Server, st
     ids=["not-http", "chunked", "truncated", "connection-close"],
 )
 def test_malformed_answers_are_errors(answer: bytes, expected: str | None) -> None:
-    async def run() -> str | None:
-        server, url = await raw_server(answer)()
-        endpoint = parse_http_url(url)
-        target = HttpTarget(endpoint, [build_request(endpoint, "POST", "/", b"{}")], 1, 2.0)
-        outcome: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
-        target.submit(0, lambda _i, _t, error, _r: outcome.set_result(error))
-        try:
-            return await outcome
-        finally:
-            await target.close()
-            server.close()
-
-    assert asyncio.run(run()) == expected
+    error, _ = outcome_of_one_request(answer)
+    assert error == expected
 
 
 @pytest.mark.parametrize(
@@ -143,20 +151,7 @@ def test_malformed_answers_are_errors(answer: bytes, expected: str | None) -> No
 def test_a_refusal_passes_on_its_retry_after(
     head: bytes, expected: tuple[str | None, float]
 ) -> None:
-    async def run() -> tuple[str | None, float]:
-        server, url = await raw_server(head + b"\r\ncontent-length: 2\r\n\r\n{}")()
-        endpoint = parse_http_url(url)
-        target = HttpTarget(endpoint, [build_request(endpoint, "POST", "/", b"{}")], 1, 2.0)
-        loop = asyncio.get_running_loop()
-        outcome: asyncio.Future[tuple[str | None, float]] = loop.create_future()
-        target.submit(0, lambda _i, _t, error, wait: outcome.set_result((error, wait)))
-        try:
-            return await outcome
-        finally:
-            await target.close()
-            server.close()
-
-    assert asyncio.run(run()) == expected
+    assert outcome_of_one_request(head + b"\r\ncontent-length: 2\r\n\r\n{}") == expected
 
 
 def test_a_retry_after_date_counts_from_now() -> None:

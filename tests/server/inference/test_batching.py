@@ -54,13 +54,17 @@ echo_rows = EchoRanker()
 
 
 def make_batcher(
-    backend: FakeBackend, lanes: list[tuple[Lane, int]] | None = None, **config: object
+    backend: FakeBackend,
+    lanes: list[tuple[Lane, int]] | None = None,
+    gate: ComputeGate | None = None,
+    **config: object,
 ) -> MicroBatcher:
     batcher = MicroBatcher(
         backend,
         BatchingConfig(**config),
         echo_rows,
         observer=None if lanes is None else LaneRecorder(lanes),
+        gate=gate,
     )
     batcher.start()
     return batcher
@@ -670,10 +674,7 @@ def test_with_two_instances_two_batches_run_at_once_and_answer_their_own_callers
     async def test() -> None:
         release = asyncio.Event()
         backend = FakeBackend(1, gate=release)
-        batcher = MicroBatcher(
-            backend, BatchingConfig(max_batch_size=1, max_wait_ms=0), echo_rows, gate=ComputeGate(2)
-        )
-        batcher.start()
+        batcher = make_batcher(backend, gate=ComputeGate(2), max_batch_size=1, max_wait_ms=0)
         queries = [asyncio.create_task(batcher.query([2, n], f"q{n}")) for n in (10, 11, 12)]
         await until(lambda: len(backend.calls) == 2)  # two batches in the backend at once
         await until(lambda: batcher.depth(Lane.QUERY) == 1)  # the third waits for a slot
@@ -694,10 +695,7 @@ def test_with_two_instances_two_batches_run_at_once_and_answer_their_own_callers
 def test_close_fails_the_callers_of_every_batch_in_flight() -> None:
     async def test() -> None:
         backend = FakeBackend(1, gate=asyncio.Event())
-        batcher = MicroBatcher(
-            backend, BatchingConfig(max_batch_size=1, max_wait_ms=0), echo_rows, gate=ComputeGate(2)
-        )
-        batcher.start()
+        batcher = make_batcher(backend, gate=ComputeGate(2), max_batch_size=1, max_wait_ms=0)
         queries = [asyncio.create_task(batcher.query([2, 3], name)) for name in "ab"]
         await until(lambda: len(backend.calls) == 2)
         await batcher.close()
@@ -715,9 +713,9 @@ def test_queries_that_arrive_together_are_shared_among_idle_instances(
     async def test() -> None:
         release = asyncio.Event()
         backend = FakeBackend(1, gate=release)
-        config = BatchingConfig(max_batch_size=8, max_wait_ms=0)
-        batcher = MicroBatcher(backend, config, echo_rows, gate=ComputeGate(instances))
-        batcher.start()
+        batcher = make_batcher(
+            backend, gate=ComputeGate(instances), max_batch_size=8, max_wait_ms=0
+        )
         # All four are queued before the worker runs: clients in step, or a burst.
         queries = [asyncio.create_task(batcher.query([2, 3], n)) for n in range(4)]
         await until(lambda: len(backend.calls) == len(batches))
