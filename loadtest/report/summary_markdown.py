@@ -44,10 +44,10 @@ def _load_description(config: dict[str, Any]) -> str:
     else:
         what = f"closed loop, concurrency {loads}"
         # Older summaries lack the field; they were written before clients honoured it.
-        if not config.get("honour_retry_after", False):
-            what += ", next request at once after a 429/503"
-        else:
+        if config.get("honour_retry_after", False):
             what += ", Retry-After honoured"
+        else:
+            what += ", next request at once after a 429/503"
     if config["sweep"]:
         limit = f", stop at p99 > {config['max_p99_ms']:g} ms" if config["max_p99_ms"] else ""
         what += f" (sweep{limit}; windows of {config['window_s']:g} s until stable)"

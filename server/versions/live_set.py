@@ -112,11 +112,7 @@ def load_index(index: ArticleIndex, rows: Sequence[IndexRow]) -> None:
         slot = slot_of[key] = len(entries)
         entries.append(entry)
         vectors.append(vector)
-        account = slots_of.get(account_id)
-        if account is None:
-            slots_of[account_id] = [slot]
-        else:
-            account.append(slot)
+        slots_of.setdefault(account_id, []).append(slot)
     order = [slot for slots in slots_of.values() for slot in slots]
     # np.array of the row list: one copy, faster than np.stack (no per-row views).
     matrix = (
