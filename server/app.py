@@ -9,6 +9,7 @@ ONNX Runtime.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -16,6 +17,7 @@ from contextlib import asynccontextmanager
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 
+from server.heap import settle_for_serving
 from server.http.auth import ADMIN_TOKEN_VARIABLE, access_middleware, load_auth, warn_if_open
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.imports import ImportGate
@@ -28,6 +30,8 @@ from server.inference.cores import usable_cores
 from server.service import RecommendationService, StoreOpener
 from server.settings import Settings
 from server.storage.opening import open_store
+
+log = logging.getLogger(__name__)
 
 
 def default_backends(settings: Settings) -> BackendProvider:
@@ -52,6 +56,9 @@ def default_backends(settings: Settings) -> BackendProvider:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     service: RecommendationService = app.state.service
     await service.start()
+    if app.state.settle_heap:
+        frozen = settle_for_serving()
+        log.info("garbage collector: %d objects of startup frozen", frozen)
     try:
         yield
     finally:
@@ -66,9 +73,12 @@ def create_app(
     backends: BackendProvider | None = None,
     store_opener: StoreOpener | None = None,
     admin_token: str | None = None,
+    settle_heap: bool = False,
 ) -> Starlette:
     """`admin_token` turns authentication on as KBREC_ADMIN_TOKEN would (by default that
-    variable or --admin-token-file; StartupError for an exposed address without one)."""
+    variable or --admin-token-file; StartupError for an exposed address without one).
+    `settle_heap`: set the process's garbage collector for serving once started
+    (server/heap.py); for the process that serves, not for one that builds many apps."""
     environ = os.environ if admin_token is None else {ADMIN_TOKEN_VARIABLE: admin_token}
     auth = load_auth(settings, environ)
     warn_if_open(auth, settings)
@@ -98,4 +108,5 @@ def create_app(
     app.state.metrics = metrics
     app.state.keys = keys
     app.state.imports = ImportGate(settings.imports)
+    app.state.settle_heap = settle_heap
     return app

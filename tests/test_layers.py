@@ -28,6 +28,7 @@ PACKAGE_LAYERS: dict[str, int] = {
 # Inside server/: sub-packages (or modules) by layer, the same rule.
 SERVER_LAYERS: dict[str, int] = {
     "errors": 0,
+    "heap": 0,
     "storage": 1,
     "inference": 1,
     "versions": 2,

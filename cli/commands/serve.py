@@ -121,7 +121,7 @@ def serve_one(settings: Settings, listener: socket.socket) -> int:
 
     from server.app import create_app
 
-    app = create_app(settings)
+    app = create_app(settings, settle_heap=True)
     server = uvicorn.Server(uvicorn_config(app, settings))
     try:
         server.run(sockets=[listener])
@@ -160,7 +160,7 @@ def worker_app(settings: Settings, verbose: bool) -> Starlette:
     from server.app import create_app
 
     configure_logging(verbose)
-    return create_app(settings)
+    return create_app(settings, settle_heap=True)
 
 
 def uvicorn_config(app: object, settings: Settings, **options: object) -> uvicorn.Config:

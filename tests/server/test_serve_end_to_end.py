@@ -8,6 +8,7 @@ article first among distinct articles.
 
 from __future__ import annotations
 
+import re
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -74,6 +75,13 @@ def test_cpu_ranking_holds_numpys_blas_to_one_thread(process: ServeProcess) -> N
     # The default, --ranking-threads 1, as the pool reports it after the cap (two idle
     # threads of its own would spin on the cores the encoder needs).
     assert "ranking on cpu (float32; BLAS threads: 1)" in process.output()
+
+
+def test_serve_settles_its_garbage_collector_once_started(process: ServeProcess) -> None:
+    # server/heap.py: startup's objects frozen (so collections skip them), in the
+    # serving process only.
+    found = re.search(r"garbage collector: (\d+) objects of startup frozen", process.output())
+    assert found is not None and int(found.group(1)) > 10_000
 
 
 @pytest.fixture
