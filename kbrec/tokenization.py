@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from kbrec.ascii_wordpiece import AsciiWordPiece
+
 PAD_ID = 0
 
 
@@ -34,15 +36,14 @@ class TextTokenizer:
             raise ValueError(f"max_length must be >= 2, got {max_length}")
         self.path = path
         self.max_length = max_length
-        if data is None:
-            self._tokenizer = Tokenizer.from_file(str(path))
-        else:
-            self._tokenizer = Tokenizer.from_str(data.decode("utf-8"))
+        config = path.read_text(encoding="utf-8") if data is None else data.decode("utf-8")
+        self._tokenizer = Tokenizer.from_str(config)
         self._tokenizer.no_padding()
         self._tokenizer.enable_truncation(max_length=max_length)
         pad = self._tokenizer.token_to_id("[PAD]")
         if pad is not None and pad != PAD_ID:
             raise ValueError(f"{path}: [PAD] has id {pad}; the encoder expects {PAD_ID}")
+        self._ascii = AsciiWordPiece.for_tokenizer(self._tokenizer, config)
 
     @property
     def vocab_size(self) -> int:
@@ -50,8 +51,7 @@ class TextTokenizer:
 
     def encode(self, texts: Sequence[str], max_length: int | None = None) -> list[list[int]]:
         """Token ids per text, [CLS] … [SEP], truncated to max_length (default: the model's)."""
-        # encode_batch_fast: the same ids without character offsets, which nothing here reads
-        rows = [enc.ids for enc in self._tokenizer.encode_batch_fast(list(texts))]
+        rows = self._encode(texts)
         if max_length is None or max_length >= self.max_length:
             return rows
         if max_length < 2:
@@ -60,6 +60,23 @@ class TextTokenizer:
         return [
             row if len(row) <= max_length else [*row[: max_length - 1], row[-1]] for row in rows
         ]
+
+    def _encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """Plain ASCII texts through the fast path, the rest through the library."""
+        if self._ascii is None:
+            rows: list[list[int] | None] = [None] * len(texts)
+        else:
+            rows = [self._ascii.encode(text, self.max_length) for text in texts]
+        rest = [i for i, row in enumerate(rows) if row is None]
+        if rest:
+            for i, ids in zip(rest, self.library_encode([texts[i] for i in rest]), strict=True):
+                rows[i] = ids
+        return rows  # type: ignore[return-value]  # every None was filled
+
+    def library_encode(self, texts: Sequence[str]) -> list[list[int]]:
+        """The tokenizers library alone, without the fast path (the reference it equals)."""
+        # encode_batch_fast: the same ids without character offsets, which nothing here reads
+        return [encoding.ids for encoding in self._tokenizer.encode_batch_fast(list(texts))]
 
     def encode_padded(self, texts: Sequence[str], length: int | None = None) -> np.ndarray:
         """int32 [batch, length]: truncated to `length` and padded to it (default: longest)."""
