@@ -45,11 +45,16 @@ def default_backends(settings: Settings) -> BackendProvider:
         )
     # Workers and their model instances share the cores: each instance gets its part,
     # not one thread per core (which would put several threads on every core).
+    share = max(1, usable_cores() // settings.http.workers)
     instances = inference.instances(settings.http.workers)
-    threads = inference.intra_op_threads or max(
-        1, usable_cores() // settings.http.workers // instances
+    threads = inference.intra_op_threads or max(1, share // instances)
+    return OnnxRuntimeProvider(
+        threads,
+        inference.backfill_threads,
+        inference.device,
+        instances,
+        lone_threads=inference.lone_batch_threads or share,
     )
-    return OnnxRuntimeProvider(threads, inference.backfill_threads, inference.device, instances)
 
 
 @asynccontextmanager

@@ -83,6 +83,12 @@ SETTING_HELP: Final[dict[str, str]] = {
         "with Triton, calls in flight to it (0: one per core this process may use, at "
         f"most {AUTO_MAX_INSTANCES}, on the CPU; 1 on a GPU or with Triton)"
     ),
+    "lone_batch_threads": (
+        "ONNX Runtime intra-op threads of one more session, which embeds a batch that "
+        "starts while no other is running, so that a query alone is not held to one "
+        "instance's cores (0: this process's share of the cores; no such session when "
+        "an instance has as many)"
+    ),
     "ranking_threads": (
         "threads of NumPy's BLAS in CPU ranking (idle ones spin on the cores the encoder "
         "needs; more pays off only for accounts of many thousands of articles)"
@@ -164,6 +170,7 @@ class InferenceSettings:
     tokenizer_threads: int = 2
     ranking_threads: int = 1
     model_instances: int = 0  # 0: `instances` chooses
+    lone_batch_threads: int = 0  # 0: the process's share of the cores
     backfill_threads: int = 1
     triton_url: str = ""
     triton_timeout_s: float = 5.0
@@ -192,6 +199,8 @@ class InferenceSettings:
             raise ValueError(f"intra_op_threads must be >= 0, got {self.intra_op_threads}")
         if self.model_instances < 0:
             raise ValueError(f"model_instances must be >= 0, got {self.model_instances}")
+        if self.lone_batch_threads < 0:
+            raise ValueError(f"lone_batch_threads must be >= 0, got {self.lone_batch_threads}")
         if self.triton_url and not self.triton_url.startswith("grpc://"):
             raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
 

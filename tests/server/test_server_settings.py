@@ -63,6 +63,7 @@ def test_environment_then_flags() -> None:
         ({"KBREC_TRITON_TIMEOUT_S": "0"}, "triton_timeout_s"),
         ({"KBREC_RANKING_THREADS": "0"}, "ranking_threads"),
         ({"KBREC_MODEL_INSTANCES": "-1"}, "model_instances"),
+        ({"KBREC_LONE_BATCH_THREADS": "-1"}, "lone_batch_threads"),
     ],
 )
 def test_bad_values_are_named(environ: dict[str, str], message: str) -> None:
@@ -123,3 +124,30 @@ def test_model_instances_default_to_one_per_core_on_the_cpu(
 ) -> None:
     monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
     assert InferenceSettings(**knobs).instances(workers) == instances  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("knobs", "cores", "workers", "expected"),
+    [
+        ({}, 2, 1, (2, 1, 2)),  # (instances, intra-op threads each, a batch alone)
+        ({}, 16, 8, (2, 1, 2)),  # each worker: its share of the cores
+        ({}, 2, 4, (1, 1, 1)),
+        ({}, 8, 1, (AUTO_MAX_INSTANCES, 8 // AUTO_MAX_INSTANCES, 8)),
+        ({"lone_batch_threads": 3}, 2, 1, (2, 1, 3)),
+        ({"intra_op_threads": 2}, 2, 1, (2, 2, 2)),  # not more than an instance: none
+    ],
+)
+def test_the_embedded_backend_gets_instances_threads_and_a_lone_batch_session(
+    monkeypatch: pytest.MonkeyPatch,
+    knobs: dict[str, object],
+    cores: int,
+    workers: int,
+    expected: tuple[int, int, int],
+) -> None:
+    from server import app as app_module
+
+    for module in (settings_module, app_module):
+        monkeypatch.setattr(module, "usable_cores", lambda: cores)
+    provider = app_module.default_backends(Settings.of(workers=workers, **knobs))
+    assert isinstance(provider, app_module.OnnxRuntimeProvider)
+    assert (provider.instances, provider.intra_op_threads, provider.lone_threads) == expected

@@ -7,6 +7,10 @@ second intra-op thread mostly waits at each operator's barrier: two one-thread
 sessions side by side embed about 1.5 times what one two-thread session does
 (BENCHMARKS.md, "The front end, third pass"). The threads keep the event loop free.
 
+A query alone would then have one core where it could have all of them: with
+`lone_threads` above an instance's threads, one more session of that many threads
+embeds each batch that starts while no other is running (`--lone-batch-threads`).
+
 Re-embedding every article for a new version runs apart (`embed_background`): a
 second session of the same model, created on first use with `background_threads`
 intra-op threads (default 1) on a thread of its own, concurrently with queries.
@@ -26,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import queue
+import threading
 from collections.abc import Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -99,9 +104,10 @@ class OnnxRuntimeBackend(VersionBackend):
         executor: ThreadPoolExecutor,
         background_threads: int = 1,
         device: str = "cpu",
+        lone: ort.InferenceSession | None = None,
     ) -> None:
         """`sessions`: the instances, one batch at a time each (the executor has a
-        thread per instance)."""
+        thread per instance); `lone`: the session for a batch that runs alone."""
         super().__init__(version)
         if not sessions:
             raise ValueError("a backend needs at least one session")
@@ -111,6 +117,9 @@ class OnnxRuntimeBackend(VersionBackend):
         for session in sessions:
             self._idle.put(session)
         self.instances = len(sessions)
+        self._lone = lone
+        self._running = 0  # batches being embedded, under _picking
+        self._picking = threading.Lock()
         self._executor = executor
         self._background_threads = background_threads
         self._background: ort.InferenceSession | None = None
@@ -126,9 +135,11 @@ class OnnxRuntimeBackend(VersionBackend):
         background_threads: int = 1,
         device: str = "cpu",
         instances: int = 1,
+        lone_threads: int = 0,
     ) -> OnnxRuntimeBackend:
-        """Load `instances` sessions off the event loop (each its own copy of the weights)
-        and check the model with a probe batch."""
+        """Load `instances` sessions off the event loop (each its own copy of the weights),
+        and a lone-batch session if `lone_threads` is more than an instance has, and check
+        the model with a probe batch."""
         executor = ThreadPoolExecutor(
             max_workers=instances, thread_name_prefix=f"ort-v{version.number}"
         )
@@ -140,13 +151,19 @@ class OnnxRuntimeBackend(VersionBackend):
                 )
                 for _ in range(instances)
             ]
+            instance_threads = intra_op_threads or usable_cores()
+            lone = None
+            if device == "cpu" and lone_threads > instance_threads:
+                lone = await loop.run_in_executor(
+                    executor, load_verified_session, version, lone_threads, device
+                )
         except RepositoryError as exc:
             executor.shutdown(wait=False)
             raise BackendLoadError(f"version {version.number}: {exc}") from exc
         except Exception as exc:  # ORT raises its own pybind exception types
             executor.shutdown(wait=False)
             raise BackendLoadError(f"version {version.number}: model.onnx: {exc}") from exc
-        backend = cls(version, sessions, executor, background_threads, device)
+        backend = cls(version, sessions, executor, background_threads, device, lone)
         try:
             backend._check_signature()
             await backend._check_probe()
@@ -155,13 +172,14 @@ class OnnxRuntimeBackend(VersionBackend):
             raise BackendLoadError(f"version {version.number}: {exc}") from exc
         log.info(
             "ONNX Runtime backend: version %d, dim %d, max length %d, providers %s, "
-            "%d instance(s) of %d intra-op thread(s)",
+            "%d instance(s) of %d intra-op thread(s)%s",
             version.number,
             backend.dim,
             backend.max_length,
             sessions[0].get_providers(),
             instances,
-            intra_op_threads or usable_cores(),
+            instance_threads,
+            "" if lone is None else f", a batch alone on {lone_threads}",
         )
         return backend
 
@@ -228,11 +246,26 @@ class OnnxRuntimeBackend(VersionBackend):
         return self._run(token_ids, self._background)
 
     def _run_groups(self, groups: Sequence[np.ndarray]) -> list[np.ndarray]:
-        # One executor thread per instance: an idle session is always there to take.
-        session = self._idle.get()
+        session = self._take_session()
         try:
             return [self._run(token_ids, session) for token_ids in groups]
         finally:
+            self._give_back(session)
+
+    def _take_session(self) -> ort.InferenceSession:
+        """The lone-batch session when no other batch is running, else an instance (one
+        executor thread per instance: an idle one is always there to take, also while
+        the lone session is busy)."""
+        with self._picking:
+            self._running += 1
+            if self._running == 1 and self._lone is not None:
+                return self._lone
+        return self._idle.get()
+
+    def _give_back(self, session: ort.InferenceSession) -> None:
+        with self._picking:
+            self._running -= 1
+        if session is not self._lone:
             self._idle.put(session)
 
     def _drop_background(self) -> None:
@@ -278,13 +311,19 @@ class OnnxRuntimeProvider:
     background_threads: int = 1
     device: str = "cpu"  # or cuda (execution_providers)
     instances: int = 1  # sessions that embed batches at once (`--model-instances`)
+    lone_threads: int = 0  # a session for a batch alone, if above intra_op_threads
 
     def __post_init__(self) -> None:
         require_device(self.device)  # a missing GPU build fails here, not as a failed version
 
     async def open(self, version: ModelVersion) -> OnnxRuntimeBackend:
         return await OnnxRuntimeBackend.open(
-            version, self.intra_op_threads, self.background_threads, self.device, self.instances
+            version,
+            self.intra_op_threads,
+            self.background_threads,
+            self.device,
+            self.instances,
+            self.lone_threads,
         )
 
     async def hold(self, versions: Collection[ModelVersion]) -> None:

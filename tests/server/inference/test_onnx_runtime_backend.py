@@ -195,3 +195,64 @@ def test_two_instances_embed_two_batches_at_once(
         await backend.close()
 
     run(test)
+
+
+def test_a_batch_alone_runs_on_the_lone_session_and_one_beside_it_on_an_instance(
+    bow_repository: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+    first_running, second_done = threading.Event(), threading.Event()
+    ran_on: list[object] = []
+    real_run = OnnxRuntimeBackend._run
+
+    def recorded(backend: OnnxRuntimeBackend, token_ids: np.ndarray, session: object) -> np.ndarray:
+        ran_on.append(session)
+        if len(ran_on) == 1:  # the first batch holds its session until the second is done
+            first_running.set()
+            assert second_done.wait(timeout=5)
+        return real_run(backend, token_ids, session)  # type: ignore[arg-type]
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(
+            version, intra_op_threads=1, instances=2, lone_threads=2
+        )
+        lone = backend._lone
+        assert lone is not None
+        token_ids = np.array([[2, 10, 11, 3], [2, 12, 3, 0]], dtype=np.int32)
+        expected = await FakeBackend(1).embed(token_ids)
+        ran_on.clear()  # the probe at open
+        monkeypatch.setattr(OnnxRuntimeBackend, "_run", recorded)
+
+        async def second() -> list[np.ndarray]:
+            await asyncio.to_thread(first_running.wait, 5)
+            try:
+                return await backend.embed_groups([token_ids])
+            finally:
+                second_done.set()
+
+        first, beside = await asyncio.gather(backend.embed_groups([token_ids]), second())
+        (after,) = await backend.embed_groups([token_ids])  # alone again
+        assert ran_on[0] is lone and ran_on[1] is not lone and ran_on[2] is lone
+        for vectors in (first[0], beside[0], after):
+            np.testing.assert_allclose(vectors, expected, atol=1e-5)
+        await backend.close()
+
+    run(test)
+
+
+@pytest.mark.parametrize(("intra_op_threads", "lone_threads"), [(1, 0), (1, 1), (2, 2)])
+def test_no_lone_session_unless_it_has_more_threads_than_an_instance(
+    bow_repository: Path, intra_op_threads: int, lone_threads: int
+) -> None:
+    version = scan_repository(bow_repository).newest_valid
+    assert version is not None
+
+    async def test() -> None:
+        backend = await OnnxRuntimeBackend.open(
+            version, intra_op_threads=intra_op_threads, instances=2, lone_threads=lone_threads
+        )
+        assert backend._lone is None
+        await backend.close()
+
+    run(test)
