@@ -9,6 +9,7 @@ ONNX Runtime.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -57,16 +58,26 @@ def default_backends(settings: Settings) -> BackendProvider:
     )
 
 
+async def settle_heap_when_ready(service: RecommendationService) -> None:
+    """Once the index is built, so that its objects are frozen with startup's."""
+    if await service.until_ready():
+        log.info("garbage collector: %d objects frozen once ready", settle_for_serving())
+
+
 @asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     service: RecommendationService = app.state.service
     await service.start()
-    if app.state.settle_heap:
-        frozen = settle_for_serving()
-        log.info("garbage collector: %d objects of startup frozen", frozen)
+    settling = (
+        asyncio.get_running_loop().create_task(settle_heap_when_ready(service))
+        if app.state.settle_heap
+        else None
+    )
     try:
         yield
     finally:
+        if settling is not None:
+            settling.cancel()
         app.state.imports.close()
         await app.state.keys.close()
         await service.stop()
@@ -82,8 +93,9 @@ def create_app(
 ) -> Starlette:
     """`admin_token` turns authentication on as KBREC_ADMIN_TOKEN would (by default that
     variable or --admin-token-file; StartupError for an exposed address without one).
-    `settle_heap`: set the process's garbage collector for serving once started
-    (server/heap.py); for the process that serves, not for one that builds many apps."""
+    `settle_heap`: set the process's garbage collector for serving once the service is
+    ready (server/heap.py); for the process that serves, not for one that builds many
+    apps."""
     environ = os.environ if admin_token is None else {ADMIN_TOKEN_VARIABLE: admin_token}
     auth = load_auth(settings, environ)
     warn_if_open(auth, settings)

@@ -7,9 +7,10 @@ imports and startup made, which never become garbage. Measured (BENCHMARKS.md, "
 front end, fourth pass"): 8.5 % of the core, and pauses of about 25 ms that were most
 of the p99.
 
-`settle_for_serving`, once the service has started: a last full collection, then
-startup's objects move to the permanent generation (`gc.freeze`, which later
-collections skip), and young collections wait for `YOUNG_THRESHOLD` allocations. Cycles
+`settle_for_serving`, once the service is ready: a last full collection, then
+startup's objects and the index's (one or more per article) move to the permanent
+generation (`gc.freeze`, which later collections skip), and young collections wait for
+`YOUNG_THRESHOLD` allocations. Cycles
 are still collected, only later: a request's own objects are freed by reference
 counting when it ends, whatever the threshold.
 

@@ -127,6 +127,7 @@ class RecommendationService:
         self._leadership_task: asyncio.Task[None] | None = None
         self._tokenizer_executor: ThreadPoolExecutor | None = None
         self._index_task: asyncio.Task[None] | None = None
+        self._index_built = asyncio.Event()  # set once ready, or once the build failed
         # Backend calls at once, across versions: one per model instance.
         self._gate = ComputeGate(settings.inference.instances(settings.http.workers))
 
@@ -245,8 +246,10 @@ class RecommendationService:
             log.exception("building the index of version %s failed", lifecycle.live.active_number)
             self._failure = exc
             self._state = State.FAILED
+            self._index_built.set()
             return
         self._state = State.READY
+        self._index_built.set()
         log.info(self.ready_message())
         if lifecycle.leader:
             await lifecycle.start_background()
@@ -312,6 +315,11 @@ class RecommendationService:
     @property
     def ready(self) -> bool:
         return self._state is State.READY
+
+    async def until_ready(self) -> bool:
+        """Wait for the first index build: True once ready, False if it failed."""
+        await self._index_built.wait()
+        return self._state is not State.FAILED
 
     @property
     def failure(self) -> BaseException | None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from serving_helpers import ServeProcess, metric_value
+from serving_helpers import ServeProcess, metric_value, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -77,10 +77,12 @@ def test_cpu_ranking_holds_numpys_blas_to_one_thread(process: ServeProcess) -> N
     assert "ranking on cpu (float32; BLAS threads: 1)" in process.output()
 
 
-def test_serve_settles_its_garbage_collector_once_started(process: ServeProcess) -> None:
-    # server/heap.py: startup's objects frozen (so collections skip them), in the
-    # serving process only.
-    found = re.search(r"garbage collector: (\d+) objects of startup frozen", process.output())
+def test_serve_settles_its_garbage_collector_once_ready(process: ServeProcess) -> None:
+    # server/heap.py: startup's and the index's objects frozen (so collections skip
+    # them), in the serving process only.
+    frozen = re.compile(r"garbage collector: (\d+) objects frozen once ready")
+    wait_until(lambda: frozen.search(process.output()) is not None, "the heap settled")
+    found = frozen.search(process.output())
     assert found is not None and int(found.group(1)) > 10_000
 
 

@@ -333,6 +333,37 @@ def test_not_ready_while_the_index_builds(bow_repository: Path, tmp_path: Path) 
         assert http.post(RECOMMEND, json=query).json()["articles"][0]["article_id"] == "a1"
 
 
+@pytest.mark.parametrize("fails", [False, True])
+def test_until_ready_says_whether_the_first_index_was_built(
+    bow_repository: Path, tmp_path: Path, fails: bool
+) -> None:
+    # What `kbrec serve` waits for before it freezes the heap (server/heap.py).
+    from server.inference.backends.base import BackendError
+    from server.service import RecommendationService
+    from server.storage.opening import open_store
+
+    db = tmp_path / "kbrec.sqlite"
+    seed_store(db, [Article("acme", "a1", "reset password", "body")], {})  # the build embeds it
+    failure = BackendError("device lost") if fails else None
+    provider = FakeProvider(
+        make=lambda v: FakeBackend(
+            v.number, v.metadata.dim, v.metadata.max_length, fail_with=failure
+        )
+    )
+    settings = Settings.of(repository=bow_repository, db=db, port=0)
+
+    async def test() -> None:
+        service = RecommendationService(settings, provider, open_store)
+        await service.start()
+        try:
+            assert await asyncio.wait_for(service.until_ready(), 30) is not fails
+            assert service.ready is not fails
+        finally:
+            await service.stop()
+
+    asyncio.run(test())
+
+
 def test_a_failing_backend_is_503_not_500(bow_repository: Path, tmp_path: Path) -> None:
     from server.inference.backends.base import BackendError
 
