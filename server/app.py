@@ -23,6 +23,7 @@ from server.http.auth import ADMIN_TOKEN_VARIABLE, access_middleware, load_auth,
 from server.http.errors import EXCEPTION_HANDLERS
 from server.http.imports import ImportGate
 from server.http.keyring import KeyRing
+from server.http.loop_lag import probe_loop_lag
 from server.http.metrics import Metrics, MetricsMiddleware
 from server.http.routes import ROUTES, route_templates
 from server.inference.backends.base import BackendProvider
@@ -68,14 +69,13 @@ async def settle_heap_when_ready(service: RecommendationService) -> None:
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     service: RecommendationService = app.state.service
     await service.start()
-    settling = (
-        asyncio.get_running_loop().create_task(settle_heap_when_ready(service))
-        if app.state.settle_heap
-        else None
-    )
+    loop = asyncio.get_running_loop()
+    lag_probe = loop.create_task(probe_loop_lag(app.state.metrics.observe_loop_lag))
+    settling = loop.create_task(settle_heap_when_ready(service)) if app.state.settle_heap else None
     try:
         yield
     finally:
+        lag_probe.cancel()
         if settling is not None:
             settling.cancel()
         app.state.imports.close()

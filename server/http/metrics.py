@@ -23,6 +23,7 @@ from server.service import RecommendationService
 
 UNMATCHED_ROUTE = "<unmatched>"  # one label for every unknown path: bounded cardinality
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+LOOP_LAG_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 WATCH_ALIVE_HELP = "1 while this process watches the model repository for new versions"
@@ -70,6 +71,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "kbrec_event_loop_lag_seconds",
+            "how late the event loop ran a timer that was due (server/http/loop_lag.py)",
+            buckets=LOOP_LAG_BUCKETS,
+            registry=self.registry,
+        )
         # Per experiment arm (experiment ids are few: one runs at a time).
         self.arm_requests = Counter(
             "kbrec_experiment_requests",
@@ -115,6 +122,9 @@ class Metrics:
         size.observe(rows)
         duration.observe(seconds)
         embedded.inc(rows)
+
+    def observe_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
 
     def observe_feed_delay(self, seconds: float) -> None:
         self.feed_delay.observe(seconds)
