@@ -21,7 +21,7 @@ from serving_helpers import (
     write_word_tokenizer,
 )
 
-from kbrec.repository import MODEL_FILE, TOKENIZER_FILE, publish_version
+from kbrec.repository import MODEL_FILE, TOKENIZER_FILE, ModelVersion, publish_version
 from server.inference.backends.base import BackendError, BackendLoadError, BackendUnavailable
 from server.inference.backends.onnx_runtime import OnnxRuntimeBackend
 from server.versions.verification import scan_repository
@@ -31,10 +31,15 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
     asyncio.run(test())
 
 
-def test_embeds_unit_vectors_like_the_reference(bow_repository: Path) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
+@pytest.fixture
+def version(bow_repository: Path) -> ModelVersion:
+    """Version 1 of the bag-of-words repository, as the server finds it."""
+    found = scan_repository(bow_repository).newest_valid
+    assert found is not None
+    return found
 
+
+def test_embeds_unit_vectors_like_the_reference(version: ModelVersion) -> None:
     async def test() -> None:
         backend = await OnnxRuntimeBackend.open(version, intra_op_threads=1)
         assert (backend.model_version, backend.dim, backend.max_length) == (1, DIM, 32)
@@ -52,10 +57,7 @@ def test_embeds_unit_vectors_like_the_reference(bow_repository: Path) -> None:
     run(test)
 
 
-def test_embeds_groups_of_different_lengths_in_one_call(bow_repository: Path) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
-
+def test_embeds_groups_of_different_lengths_in_one_call(version: ModelVersion) -> None:
     async def test() -> None:
         backend = await OnnxRuntimeBackend.open(version, intra_op_threads=1)
         short = np.array([[2, 10, 3], [2, 11, 3]], dtype=np.int32)
@@ -71,10 +73,7 @@ def test_embeds_groups_of_different_lengths_in_one_call(bow_repository: Path) ->
     run(test)
 
 
-def test_rejects_bad_inputs(bow_repository: Path) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
-
+def test_rejects_bad_inputs(version: ModelVersion) -> None:
     async def test() -> None:
         backend = await OnnxRuntimeBackend.open(version)
         with pytest.raises(BackendError, match="int32"):
@@ -139,10 +138,7 @@ def test_a_model_that_is_not_onnx_fails_to_load(tmp_path: Path, bow_repository: 
     run(test)
 
 
-def test_background_embedding_runs_on_a_session_of_its_own(bow_repository: Path) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
-
+def test_background_embedding_runs_on_a_session_of_its_own(version: ModelVersion) -> None:
     async def test() -> None:
         backend = await OnnxRuntimeBackend.open(version, background_threads=1)
         assert backend.isolates_background
@@ -164,10 +160,8 @@ def test_background_embedding_runs_on_a_session_of_its_own(bow_repository: Path)
 
 
 def test_two_instances_embed_two_batches_at_once(
-    bow_repository: Path, monkeypatch: pytest.MonkeyPatch
+    version: ModelVersion, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
     both_running = threading.Barrier(2, timeout=5)  # broken if the batches took turns
     sessions: list[object] = []
     real_run = OnnxRuntimeBackend._run
@@ -198,10 +192,8 @@ def test_two_instances_embed_two_batches_at_once(
 
 
 def test_a_batch_alone_runs_on_the_lone_session_and_one_beside_it_on_an_instance(
-    bow_repository: Path, monkeypatch: pytest.MonkeyPatch
+    version: ModelVersion, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
     first_running, second_done = threading.Event(), threading.Event()
     ran_on: list[object] = []
     real_run = OnnxRuntimeBackend._run
@@ -243,11 +235,8 @@ def test_a_batch_alone_runs_on_the_lone_session_and_one_beside_it_on_an_instance
 
 @pytest.mark.parametrize(("intra_op_threads", "lone_threads"), [(1, 0), (1, 1), (2, 2)])
 def test_no_lone_session_unless_it_has_more_threads_than_an_instance(
-    bow_repository: Path, intra_op_threads: int, lone_threads: int
+    version: ModelVersion, intra_op_threads: int, lone_threads: int
 ) -> None:
-    version = scan_repository(bow_repository).newest_valid
-    assert version is not None
-
     async def test() -> None:
         backend = await OnnxRuntimeBackend.open(
             version, intra_op_threads=intra_op_threads, instances=2, lone_threads=lone_threads
