@@ -28,7 +28,6 @@ from server.http.metrics import Metrics, MetricsMiddleware
 from server.http.routes import ROUTES, route_templates
 from server.inference.backends.base import BackendProvider
 from server.inference.backends.onnx_runtime import OnnxRuntimeProvider
-from server.inference.cores import usable_cores
 from server.service import RecommendationService, StoreOpener
 from server.settings import Settings
 from server.storage.opening import open_store
@@ -47,7 +46,7 @@ def default_backends(settings: Settings) -> BackendProvider:
         )
     # Workers and their model instances share the cores: each instance gets its part,
     # not one thread per core (which would put several threads on every core).
-    share = max(1, usable_cores() // settings.http.workers)
+    share = inference.core_share(settings.http.workers)
     instances = inference.instances(settings.http.workers)
     threads = inference.intra_op_threads or max(1, share // instances)
     return OnnxRuntimeProvider(

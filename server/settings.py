@@ -204,6 +204,10 @@ class InferenceSettings:
         if self.triton_url and not self.triton_url.startswith("grpc://"):
             raise ValueError(f"triton_url must be grpc://HOST:PORT, got {self.triton_url!r}")
 
+    def core_share(self, workers: int) -> int:
+        """The cores each of `workers` processes may count on (at least one)."""
+        return max(1, usable_cores() // workers)
+
     def instances(self, workers: int) -> int:
         """Model instances of each process: as set, else one per core it may use (its
         share among `workers`), at most AUTO_MAX_INSTANCES, when ONNX Runtime embeds on
@@ -215,7 +219,7 @@ class InferenceSettings:
             return self.model_instances
         if self.device != "cpu" or self.triton_url:
             return 1
-        return max(1, min(usable_cores() // workers, AUTO_MAX_INSTANCES))
+        return min(self.core_share(workers), AUTO_MAX_INSTANCES)
 
 
 @dataclass(frozen=True)

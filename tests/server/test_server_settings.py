@@ -146,8 +146,7 @@ def test_the_embedded_backend_gets_instances_threads_and_a_lone_batch_session(
 ) -> None:
     from server import app as app_module
 
-    for module in (settings_module, app_module):
-        monkeypatch.setattr(module, "usable_cores", lambda: cores)
+    monkeypatch.setattr(settings_module, "usable_cores", lambda: cores)
     provider = app_module.default_backends(Settings.of(workers=workers, **knobs))
     assert isinstance(provider, app_module.OnnxRuntimeProvider)
     assert (provider.instances, provider.intra_op_threads, provider.lone_threads) == expected
